@@ -1,0 +1,85 @@
+"""The ``msmtrec`` command line. Each command group lives in its own module and is added here.
+
+User errors (:class:`~msmtrec.errors.MsmtrecError`) print one line and exit with status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from msmtrec.errors import MsmtrecError
+
+app = typer.Typer(
+    name="msmtrec",
+    help="Multi-scenario, multi-task prediction for e-commerce.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# (module, attribute, name): groups become `msmtrec NAME ...`; commands are registered on `app` directly.
+_GROUPS = [
+    ("msmtrec.cli.data", "app", "data"),
+]
+_COMMAND_MODULES = [
+    "msmtrec.cli.train",
+    "msmtrec.cli.serve",
+    "msmtrec.cli.bench",
+]
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _load() -> None:
+    for module, attr, name in _GROUPS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue
+            raise
+        app.add_typer(getattr(mod, attr), name=name)
+    for module in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue
+            raise
+        mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    _load()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except MsmtrecError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise

@@ -1,0 +1,59 @@
+"""Task towers and the output convention (exposure-space logits, ESMM-style funnels)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msmtrec.data.schema import Schema
+from msmtrec.layers.mlp import MLP
+
+
+def funnel_logit(parent_logit: torch.Tensor, child_logit: torch.Tensor) -> torch.Tensor:
+    """logit(sigmoid(parent) · sigmoid(child)), computed in log space to stay finite.
+
+    ESMM (Ma et al., SIGIR 2018): p(conversion) = p(click) · p(conversion | click), trained on the whole
+    exposure space so the conditional tower never sees the sample-selection bias of click-only data.
+    """
+    log_p = F.logsigmoid(parent_logit) + F.logsigmoid(child_logit)
+    log_1mp = torch.log1p(-torch.exp(log_p).clamp(max=1.0 - 1e-7))
+    return log_p - log_1mp
+
+
+class TaskHeads(nn.Module):
+    """One MLP tower per task on top of per-task inputs, plus the funnel composition.
+
+    ``funnel=True`` turns every task declared ``inside`` another into an ESMM-style product with its
+    parent; otherwise each task is predicted directly in the exposure space.
+    """
+
+    def __init__(
+        self, schema: Schema, in_dim: int, dims: Sequence[int], dropout: float, funnel: bool = True
+    ) -> None:
+        super().__init__()
+        self.schema = schema
+        self.names = schema.task_names
+        self.towers = nn.ModuleList(
+            nn.Sequential(MLP(in_dim, dims, dropout), nn.Linear(dims[-1] if dims else in_dim, 1))
+            for _ in self.names
+        )
+        self.funnel = funnel
+        self.parent_index = {
+            i: self.names.index(t.inside) for i, t in enumerate(schema.tasks) if t.inside and funnel
+        }
+
+    def forward(self, inputs: Sequence[torch.Tensor], extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``inputs[i]`` is task i's ``[B, in_dim]`` representation; ``extra`` a ``[B, n_tasks]`` logit bias."""
+        raw = [tower(x).squeeze(-1) for tower, x in zip(self.towers, inputs, strict=True)]
+        if extra is not None:
+            raw = [r + extra[:, i] for i, r in enumerate(raw)]
+        out = {}
+        for i, name in enumerate(self.names):
+            if i in self.parent_index:
+                out[name] = funnel_logit(raw[self.parent_index[i]], raw[i])
+            else:
+                out[name] = raw[i]
+        return out

@@ -1,0 +1,143 @@
+"""The one contract every model honours, and the registry that finds models by name.
+
+The trainer, benchmark, export and service only ever see :class:`MultiTaskModel`: they call
+``forward(batch)`` and read a ``{task: tensor}`` dict, so none of them branches on the model type.
+
+Output convention for ``forward``: one ``[B]`` tensor per task, in ``schema.tasks`` order.
+* binary task: the *logit* of P(label = 1 | exposure). For a funnel task (``inside: click``) predicted
+  ESMM-style, the model computes p = p(click) * p(conversion | click) and returns ``logit(p)``, so every
+  binary output trains with the same BCE-with-logits and lives in the exposure space.
+* regression task: the predicted (transformed) target value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from msmtrec.config import build_config
+from msmtrec.data.schema import Batch, Schema
+from msmtrec.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Settings shared by every model. Subclasses add their own fields with documented defaults."""
+
+    embed_dim: int = 16
+    """Size of every field embedding (the same for all fields so attention can mix them)."""
+    dropout: float = 0.1
+    """Dropout applied inside MLPs and towers."""
+    tower_dims: tuple[int, ...] = (32,)
+    """Hidden sizes of each task tower."""
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: one model, many scenarios, many tasks."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, schema: Schema, config: ModelConfig) -> None:
+        super().__init__()
+        self.schema = schema
+        self.config = config
+        self.task_names: list[str] = schema.task_names
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Weights a user wants to look at. Models with attention / gates / mixing override this.
+
+        Documented keys (present when the model has the part):
+        ``attention``            ``[B, heads, F, F]`` field-to-field self-attention of the last layer;
+        ``gates/level{l}/{who}`` ``[B, n_experts]`` gate weights of extraction level ``l`` for gate ``who``
+                                 (``task:{name}``, ``scenario``, ``shared``);
+        ``mixing/{task}``        ``[B, 3]`` weights of (shared, scenario, task) representations.
+        """
+        return {}
+
+    def regularization_loss(self) -> torch.Tensor:
+        """Extra loss terms the model wants added (e.g. HEF's scenario-balance regulariser); 0 by default.
+
+        Computed during the last ``forward`` call, so the trainer adds it right after the forward pass.
+        """
+        return torch.zeros((), device=next(self.parameters()).device)
+
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Forward pass mapped to the output space: probabilities for binary tasks, values otherwise."""
+        out = self.forward(batch)
+        return {
+            name: torch.sigmoid(v) if self.schema.task(name).type == "binary" else v for name, v in out.items()
+        }
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_sample(self) -> int:
+        """Rough multiply-add count per sample, counted from Linear layers and attention (for reports)."""
+        return estimate_flops(self)
+
+
+def estimate_flops(model: nn.Module) -> int:
+    """2 × (weights of every Linear) plus attention's F² · D products — an order-of-magnitude figure.
+
+    Scenario- or task-specific branches are counted once each (a sample passes through one scenario's
+    branch), which is why models may override :meth:`MultiTaskModel.flops_per_sample`.
+    """
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+    return total
+
+
+_REGISTRY: dict[str, type[MultiTaskModel]] = {}
+
+
+def register(name: str) -> Callable[[type[MultiTaskModel]], type[MultiTaskModel]]:
+    """Class decorator: make a model buildable by ``name`` from the CLI and configs."""
+
+    def wrap(cls: type[MultiTaskModel]) -> type[MultiTaskModel]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered_models() -> list[str]:
+    _import_zoo()
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[MultiTaskModel]:
+    _import_zoo()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, schema: Schema, overrides: dict[str, Any] | None = None) -> MultiTaskModel:
+    """Build a registered model from a schema and config overrides (unknown keys are an error)."""
+    cls = model_class(name)
+    config = build_config(cls.Config, overrides, where=f"model {name}")
+    return cls(schema, config)
+
+
+def config_dict(model: MultiTaskModel) -> dict[str, Any]:
+    """The resolved config as plain data, for saving beside a checkpoint."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(model.config).items()}
+
+
+def _import_zoo() -> None:
+    # Importing the package registers every model module it lists.
+    import msmtrec.models  # noqa: F401
