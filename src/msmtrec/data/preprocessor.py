@@ -1,0 +1,320 @@
+"""The preprocessing artifact: encoders fitted on the training split, saved as readable JSON.
+
+Training writes ``preprocessor.json`` into the run folder; evaluation, export, batch prediction and the
+HTTP service load the same file, so a model always sees exactly the transform it was trained with.
+The file holds the spec, every vocabulary and normalisation statistic, the scenario list, the model-facing
+:class:`~msmtrec.data.schema.Schema`, the library version and a checksum of the source files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from msmtrec import __version__
+from msmtrec.data.encoders import (
+    BucketEncoder,
+    DenseEncoder,
+    HashEncoder,
+    SequenceEncoder,
+    VocabEncoder,
+    encoder_from_dict,
+    to_numeric,
+)
+from msmtrec.data.expressions import evaluate, is_plain_column
+from msmtrec.data.reader import LINE_COL, SCENARIO_COL
+from msmtrec.data.schema import Batch, Schema, SequenceField, SparseField, Task
+from msmtrec.data.spec import DatasetSpec, spec_from_dict, spec_to_dict
+from msmtrec.errors import DataError
+
+ARTIFACT_NAME = "preprocessor.json"
+
+
+def _default_where(i: object) -> str:
+    return f"row {i}"
+
+
+@dataclass
+class TransformReport:
+    """What the transform did that a user should know about: OOV and imputed counts per column."""
+
+    rows: int = 0
+    oov: dict[str, int] = field(default_factory=dict)
+    imputed: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: TransformReport) -> None:
+        self.rows += other.rows
+        for mine, theirs in ((self.oov, other.oov), (self.imputed, other.imputed)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+
+def stable_id(values: pd.Series) -> np.ndarray:
+    """A stable int64 per raw id value (for GAUC grouping and ranking), independent of any vocabulary."""
+    return pd.util.hash_array(values.fillna("").astype(str).to_numpy(dtype=object)).view(np.int64)
+
+
+class Preprocessor:
+    """Fit on training rows; transform any rows (training, evaluation or raw serving records)."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.sparse: dict[str, VocabEncoder | HashEncoder | BucketEncoder] = {}
+        self.dense: dict[str, DenseEncoder] = {}
+        self.sequences: dict[str, SequenceEncoder] = {}
+        self.scenarios: list[str] = []
+        self.source_checksum: str = ""
+        self.fitted_rows: int = 0
+        self.version = __version__
+
+    # ------------------------------------------------------------------------------------------ fitting
+
+    def fit(self, frame: pd.DataFrame, where=_default_where) -> Preprocessor:  # noqa: ANN001
+        """Fit every encoder on ``frame`` (the training split only)."""
+        spec = self.spec
+        for f in spec.features.sparse:
+            enc = HashEncoder(f.hash_buckets) if f.hash_buckets else VocabEncoder(min_count=f.min_count)
+            self.sparse[f.name] = enc.fit(frame[f.name])
+        for f in spec.features.dense:
+            x = to_numeric(frame[f.name], f.name, where).to_numpy()
+            if f.transform == "bucketize":
+                self.sparse[f.name] = BucketEncoder(buckets=f.buckets).fit(x)
+            else:
+                self.dense[f.name] = DenseEncoder(transform_name=f.transform, impute=f.impute).fit(x)
+        for f in spec.features.sequence:
+            self.sequences[f.name] = SequenceEncoder(f.sep, f.max_len, f.min_count).fit(frame[f.name])
+        self.scenarios = sorted(frame[SCENARIO_COL].astype(str).unique(), key=_natural_key)
+        self.fitted_rows = len(frame)
+        return self
+
+    @property
+    def schema(self) -> Schema:
+        spec = self.spec
+        sparse = []
+        for name, enc in self.sparse.items():
+            source = {"vocab": "categorical", "hash": "hashed", "bucket": "bucketised"}[enc.kind]
+            sparse.append(SparseField(name, enc.vocab_size, source))  # type: ignore[arg-type]
+        names = spec.scenario.names or {}
+        return Schema(
+            sparse=tuple(sparse),
+            dense=tuple(self.dense),
+            sequences=tuple(SequenceField(n, e.vocab_size, e.max_len) for n, e in self.sequences.items()),
+            scenarios=tuple(names.get(s, s) for s in self.scenarios),
+            tasks=tuple(Task(t.name, t.type, t.inside, t.weight) for t in spec.tasks),
+            user_id=spec.features.user_id,
+            item_id=spec.features.item_id,
+            extra={"dataset": spec.name, "scenario_values": list(self.scenarios)},
+        )
+
+    # ---------------------------------------------------------------------------------------- transform
+
+    def scenario_codes(self, values: pd.Series, where=_default_where) -> np.ndarray:  # noqa: ANN001
+        """Scenario values → indices; a value never seen in training is an error naming it."""
+        codes = pd.Categorical(values.astype(str), categories=self.scenarios).codes.astype(np.int64)
+        if (codes < 0).any():
+            i = values.index[np.flatnonzero(codes < 0)[0]]
+            unseen = sorted(set(values.astype(str)[codes < 0]))[:5]
+            col = self.spec.scenario.column or "scenario"
+            raise DataError(
+                f"{where(i)}: scenario {values.loc[i]!r} in column {col!r} was never seen in training "
+                f"(unseen: {unseen}); the model knows {self.scenarios}"
+            )
+        return codes
+
+    def transform(
+        self, frame: pd.DataFrame, with_labels: bool = True, where=_default_where  # noqa: ANN001
+    ) -> tuple[Batch, TransformReport]:
+        """Rows → a :data:`Batch` of tensors, plus counts of OOV values and imputed numbers."""
+        report = TransformReport(rows=len(frame))
+        missing = [c for c in self.required_columns(with_labels) if c not in frame.columns]
+        if missing:
+            raise DataError(f"input is missing column(s) {missing}")
+        n = len(frame)
+        sparse_cols = []
+        for name, enc in self.sparse.items():
+            if isinstance(enc, BucketEncoder):
+                codes, miss = enc.transform(to_numeric(frame[name], name, where).to_numpy())
+                report.imputed[name] = miss
+            else:
+                codes, oov = enc.transform(_as_text(frame[name]))
+                report.oov[name] = oov
+            sparse_cols.append(codes)
+        dense_cols = []
+        for name, enc in self.dense.items():
+            values, miss = enc.transform(to_numeric(frame[name], name, where).to_numpy())
+            report.imputed[name] = miss
+            dense_cols.append(values)
+        batch: Batch = {
+            "sparse": torch.from_numpy(np.stack(sparse_cols, 1) if sparse_cols else np.zeros((n, 0), np.int64)),
+            "dense": torch.from_numpy(np.stack(dense_cols, 1) if dense_cols else np.zeros((n, 0), np.float32)),
+        }
+        for name, enc in self.sequences.items():
+            codes, oov = enc.transform(frame[name])
+            report.oov[name] = oov
+            batch[f"seq:{name}"] = torch.from_numpy(codes)
+        scen = frame[SCENARIO_COL] if SCENARIO_COL in frame.columns else self._scenario_series(frame)
+        batch["scenario"] = torch.from_numpy(self.scenario_codes(scen, where))
+        for key, col in (("user_id", self.spec.features.user_id), ("item_id", self.spec.features.item_id)):
+            if col and col in frame.columns:
+                batch[key] = torch.from_numpy(stable_id(frame[col]))
+        if with_labels:
+            batch["labels"] = torch.from_numpy(self.labels(frame, where))
+        return batch, report
+
+    def _scenario_series(self, frame: pd.DataFrame) -> pd.Series:
+        col = self.spec.scenario.column
+        if col and col in frame.columns:
+            return frame[col]
+        if "scenario" in frame.columns:
+            return frame["scenario"]
+        if self.spec.scenario.default is not None:
+            return pd.Series([self.spec.scenario.default] * len(frame), index=frame.index)
+        raise DataError(f"input has no scenario: expected a column {col or 'scenario'!r}")
+
+    def required_columns(self, with_labels: bool = False) -> list[str]:
+        """Feature columns every input must have (plus label columns when ``with_labels``)."""
+        from msmtrec.data.expressions import referenced_columns
+
+        f = self.spec.features
+        cols = [x.name for x in f.sparse] + [x.name for x in f.dense] + [x.name for x in f.sequence]
+        if with_labels:
+            for t in self.spec.tasks:
+                cols += referenced_columns(t.label)
+        return list(dict.fromkeys(cols))
+
+    def labels(self, frame: pd.DataFrame, where=_default_where, transformed: bool = True) -> np.ndarray:  # noqa: ANN001
+        """Task targets ``[n, n_tasks]`` (float32), checked: binary in {0,1}, regression numeric."""
+        out = np.zeros((len(frame), len(self.spec.tasks)), dtype=np.float32)
+        for j, t in enumerate(self.spec.tasks):
+            key = f"tasks[{t.name}].label"
+            if is_plain_column(t.label):
+                col = t.label.strip("`")
+                values = to_numeric(frame[col], col, where)
+            else:
+                col = t.label
+                values = evaluate(t.label, frame, key).astype(np.float64)
+            if values.isna().any():
+                i = values.index[values.isna().to_numpy()][0]
+                raise DataError(f"{where(i)}: label {col!r} of task {t.name!r} is missing")
+            x = values.to_numpy()
+            if t.type == "binary":
+                bad = (x != 0) & (x != 1)
+                if bad.any():
+                    i = values.index[np.flatnonzero(bad)[0]]
+                    raise DataError(
+                        f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {x[bad][0]!r} "
+                        f"({int(bad.sum())} such row(s))"
+                    )
+            elif transformed and t.transform == "log1p":
+                if (x < 0).any():
+                    i = values.index[np.flatnonzero(x < 0)[0]]
+                    raise DataError(f"{where(i)}: task {t.name!r} uses log1p, so {col!r} must be >= 0, got {x.min()}")
+                x = np.log1p(x)
+            out[:, j] = x
+        return out
+
+    # ----------------------------------------------------------------------------------------- storage
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "msmtrec-preprocessor/1",
+            "version": self.version,
+            "dataset": self.spec.name,
+            "source_checksum": self.source_checksum,
+            "fitted_rows": self.fitted_rows,
+            "scenarios": self.scenarios,
+            "schema": self.schema.to_dict(),
+            "spec": spec_to_dict(self.spec),
+            "encoders": {
+                "sparse": {k: asdict(v) for k, v in self.sparse.items()},
+                "dense": {k: asdict(v) for k, v in self.dense.items()},
+                "sequences": {k: asdict(v) for k, v in self.sequences.items()},
+            },
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/preprocessor.json`` atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / ARTIFACT_NAME
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessor:
+        if d.get("format") != "msmtrec-preprocessor/1":
+            raise DataError(f"not an msmtrec preprocessing artifact (format {d.get('format')!r})")
+        p = cls(spec_from_dict(d["spec"]))
+        p.sparse = {k: encoder_from_dict(v) for k, v in d["encoders"]["sparse"].items()}
+        p.dense = {k: encoder_from_dict(v) for k, v in d["encoders"]["dense"].items()}
+        p.sequences = {k: encoder_from_dict(v) for k, v in d["encoders"]["sequences"].items()}
+        p.scenarios = list(d["scenarios"])
+        p.source_checksum = d.get("source_checksum", "")
+        p.fitted_rows = int(d.get("fitted_rows", 0))
+        p.version = d.get("version", "")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessor:
+        """Load from a run folder or a ``preprocessor.json`` path."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / ARTIFACT_NAME
+        if not path.exists():
+            raise DataError(f"{path}: no preprocessing artifact here (expected {ARTIFACT_NAME})")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise DataError(f"{path}: damaged preprocessing artifact: {e}") from None
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
+        return s
+    from msmtrec.data.reader import _to_text
+
+    return _to_text(s)
+
+
+def _natural_key(s: str) -> tuple:
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def file_checksum(paths: list[str]) -> str:
+    """sha256 over the source files' bytes (in order), so an artifact says exactly what it was fit on."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def line_locator(frame: pd.DataFrame, files: list[str]):  # noqa: ANN201
+    """A ``where(index) -> "file:line"`` function for error messages."""
+    from msmtrec.data.reader import FILE_COL
+
+    def where(i: object) -> str:
+        r = frame.loc[i]
+        return f"{files[int(r[FILE_COL])]}:{int(r[LINE_COL])}"
+
+    return where

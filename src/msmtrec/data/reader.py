@@ -1,0 +1,207 @@
+"""Read the rows a spec points at into one pandas DataFrame.
+
+Only the columns the spec uses are read. Two bookkeeping columns travel with the rows so every later
+error can name where a bad value came from: ``__file`` (index into :attr:`RawData.files`) and ``__line``
+(1-based line in the file, counting the header).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from msmtrec.data.expressions import referenced_columns
+from msmtrec.data.spec import DatasetSpec, data_root
+from msmtrec.errors import DataError, SpecError
+
+FILE_COL = "__file"
+LINE_COL = "__line"
+SCENARIO_COL = "__scenario"
+SPLIT_COL = "__split"
+
+
+@dataclass
+class RawData:
+    frame: pd.DataFrame
+    files: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows removed on purpose, by reason (e.g. the spec's filter), for the report."""
+
+    def where(self, row_index: int) -> str:
+        """``file:line`` of a row, for error messages."""
+        r = self.frame.loc[row_index]
+        return f"{self.files[int(r[FILE_COL])]}:{int(r[LINE_COL])}"
+
+
+def string_columns(spec: DatasetSpec) -> list[str]:
+    """Columns read as text: categorical, sequence, id and scenario columns."""
+    cols = [f.name for f in spec.features.sparse] + [f.name for f in spec.features.sequence]
+    cols += [c for c in (spec.features.user_id, spec.features.item_id, spec.scenario.column) if c]
+    return cols
+
+
+def needed_columns(spec: DatasetSpec, with_labels: bool = True) -> list[str]:
+    cols = string_columns(spec) + [f.name for f in spec.features.dense]
+    if with_labels:
+        for t in spec.tasks:
+            cols += referenced_columns(t.label)
+        if spec.filter:
+            cols += referenced_columns(spec.filter)
+        if spec.split.time_column:
+            cols.append(spec.split.time_column)
+    return list(dict.fromkeys(cols))
+
+
+def expand(paths: str | list[str], root: Path, what: str) -> list[str]:
+    """Expand globs relative to the data root; no match is an error naming the pattern."""
+    out: list[str] = []
+    for p in [paths] if isinstance(paths, str) else paths:
+        full = p if Path(p).is_absolute() else str(root / p)
+        matches = sorted(glob.glob(full)) if any(ch in full for ch in "*?[") else [full]
+        if not matches or not Path(matches[0]).exists():
+            raise DataError(f"{what}: no file matches {full!r} (data root {root}; set --data-root or $MSMTREC_DATA)")
+        out.extend(matches)
+    return out
+
+
+def _column_names(spec: DatasetSpec, root: Path) -> list[str] | None:
+    if spec.files.columns:
+        return list(spec.files.columns)
+    if spec.files.columns_file:
+        p = Path(spec.files.columns_file)
+        p = p if p.is_absolute() else root / p
+        if not p.exists():
+            raise SpecError(f"{spec.origin}: files.columns_file {p} does not exist")
+        return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if not spec.files.header:
+        raise SpecError(f"{spec.origin}: files.header is false but neither files.columns nor columns_file is given")
+    return None
+
+
+def read_file(path: str, spec: DatasetSpec, columns: list[str], root: Path) -> pd.DataFrame:
+    """One file → DataFrame of ``columns`` (text columns kept as strings), with a line-number column."""
+    fmt = spec.files.format
+    if fmt == "auto":
+        fmt = "parquet" if path.endswith((".parquet", ".pq")) or Path(path).is_dir() else "csv"
+    text_cols = set(string_columns(spec))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            schema_names = pq.read_schema(path).names if not Path(path).is_dir() else None
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+        if schema_names is not None:
+            missing = [c for c in columns if c not in schema_names]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {missing}; the file has {schema_names}")
+        frame = pd.read_parquet(path, columns=columns)
+        header_lines = 0
+    else:
+        names = _column_names(spec, root)
+        sep = spec.files.sep
+        skip_space = sep.strip() != sep and sep.strip() != ""
+        sep = sep.strip() or sep
+        try:
+            head = pd.read_csv(path, sep=sep, names=names, header=0 if names is None else None, nrows=0)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the file is empty (expected a header and rows)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read: {e}") from None
+        missing = [c for c in columns if c not in head.columns]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; the file has {list(head.columns)}")
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            names=names,
+            header=0 if names is None else None,
+            usecols=columns,
+            dtype={c: str for c in columns if c in text_cols},
+            na_values=spec.files.na_values,
+            keep_default_na=False,
+            skipinitialspace=skip_space,
+            low_memory=False,
+        )
+        header_lines = 1 if names is None else 0
+    if frame.empty:
+        raise DataError(f"{path}: the file has no rows")
+    for c in text_cols & set(frame.columns):
+        if frame[c].dtype != object and not isinstance(frame[c].dtype, pd.StringDtype):
+            frame[c] = _to_text(frame[c])
+    frame[LINE_COL] = np.arange(len(frame), dtype=np.int64) + 1 + header_lines
+    return frame
+
+
+def _to_text(s: pd.Series) -> pd.Series:
+    """Numbers as text without a spurious ``.0`` so 3 and 3.0 are the same category."""
+    if pd.api.types.is_float_dtype(s):
+        as_int = s.dropna()
+        if (as_int == as_int.round()).all():
+            return s.map(lambda v: None if pd.isna(v) else str(int(v)))
+    return s.map(lambda v: None if pd.isna(v) else str(v))
+
+
+def read_files(
+    spec: DatasetSpec, paths: list[str], root: Path, with_labels: bool = True, split: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    cols = needed_columns(spec, with_labels)
+    if spec.scenario.column and spec.scenario.column not in cols:
+        cols.append(spec.scenario.column)
+    frames = []
+    pattern = re.compile(spec.files.scenario_pattern) if spec.files.scenario_pattern else None
+    for i, p in enumerate(paths):
+        f = read_file(p, spec, cols, root)
+        f[FILE_COL] = i
+        if split is not None:
+            f[SPLIT_COL] = split
+        if spec.scenario.column is None:
+            m = pattern.search(p) if pattern else None
+            if m:
+                f[SCENARIO_COL] = m.group("scenario")
+            elif spec.scenario.default is not None:
+                f[SCENARIO_COL] = spec.scenario.default
+            else:
+                raise DataError(
+                    f"{p}: cannot tell the scenario: no scenario column, the file name does not match "
+                    f"files.scenario_pattern {spec.files.scenario_pattern!r}, and scenario.default is not set"
+                )
+        else:
+            f[SCENARIO_COL] = f[spec.scenario.column]
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True), paths
+
+
+def read_dataset(spec: DatasetSpec, root: str | Path | None = None) -> RawData:
+    """All rows of a dataset, with a ``__split`` column when the spec gives split files."""
+    root = data_root(root)
+    if spec.split.method == "files":
+        frames, files = [], []
+        for split in ("train", "valid", "test"):
+            paths = getattr(spec.split, split)
+            if not paths:
+                continue
+            expanded = expand(paths, root, f"{spec.origin}: split.{split}")
+            f, _ = read_files(spec, expanded, root, split=split)
+            f[FILE_COL] += len(files)
+            files += expanded
+            frames.append(f)
+        frame = pd.concat(frames, ignore_index=True)
+    else:
+        files = expand(spec.files.path, root, f"{spec.origin}: files.path")
+        frame, files = read_files(spec, files, root)
+    raw = RawData(frame=frame, files=files)
+    missing_scen = frame[SCENARIO_COL].isna()
+    if missing_scen.any():
+        i = int(np.flatnonzero(missing_scen.to_numpy())[0])
+        raise DataError(
+            f"{raw.where(i)}: scenario column {spec.scenario.column!r} is empty "
+            f"({int(missing_scen.sum())} rows); every row needs a scenario"
+        )
+    frame[SCENARIO_COL] = frame[SCENARIO_COL].astype(str)
+    return raw
