@@ -20,8 +20,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Turn strings from ``--set`` into the annotated type; leave other values as they are."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if isinstance(value, str) and annotation in (int, float, bool) or (
-        isinstance(value, str) and origin is typing.Union and any(a in (int, float, bool) for a in args)
+    if (
+        isinstance(value, str)
+        and annotation in (int, float, bool)
+        or (isinstance(value, str) and origin is typing.Union and any(a in (int, float, bool) for a in args))
     ):
         targets = [annotation] if annotation in (int, float, bool) else [a for a in args if a is not type(None)]
         if value.lower() in ("none", "null") and type(None) in args:

@@ -17,7 +17,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], markd
 
     out = [line([str(h) for h in headers])]
     if markdown:
-        out.append("|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)) + "|")
+        out.append(
+            "|"
+            + "|".join(
+                ("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)
+            )
+            + "|"
+        )
     else:
         out.append("  ".join("-" * w for w in widths))
     out += [line(r) for r in cells]

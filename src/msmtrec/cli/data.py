@@ -53,9 +53,7 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     # label rate / mean per task per scenario (all splits, original units)
     labels = np.concatenate([p.raw_labels[k] for k in ("train", "valid", "test")])
     scen = np.concatenate([p.splits[k].tensors["scenario"].numpy() for k in ("train", "valid", "test")])
-    headers = ["scenario"] + [
-        f"{t.name} {'rate %' if t.type == 'binary' else 'mean'}" for t in schema.tasks
-    ]
+    headers = ["scenario"] + [f"{t.name} {'rate %' if t.type == 'binary' else 'mean'}" for t in schema.tasks]
     rows = []
     for s_idx, s in enumerate([*scen_names, "all"]):
         mask = scen == s_idx if s != "all" else np.ones(len(scen), bool)
@@ -70,12 +68,18 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     # vocabularies
     rows = [[f.name, f.source, f.vocab_size, p.report["oov"]["test"].get(f.name, 0)] for f in schema.sparse]
     rows += [[s.name, "sequence", s.vocab_size, p.report["oov"]["test"].get(s.name, 0)] for s in schema.sequences]
-    out += ["", "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket)",
-            format_table(["field", "kind", "vocab", "test OOV"], rows)]
+    out += [
+        "",
+        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket)",
+        format_table(["field", "kind", "vocab", "test OOV"], rows),
+    ]
     missing = {k: v for k, v in p.report["missing"].items() if v}
     if missing:
-        out += ["", "Missing values (imputed for dense fields, OOV bucket for sparse fields)",
-                format_table(["column", "missing"], sorted(missing.items()))]
+        out += [
+            "",
+            "Missing values (imputed for dense fields, OOV bucket for sparse fields)",
+            format_table(["column", "missing"], sorted(missing.items())),
+        ]
     else:
         out.append("\nMissing values: none")
     return "\n".join(out)
@@ -96,8 +100,10 @@ def prepare(
     save_prepared(p, out)
     n = sum(p.report["rows"].values())
     dt = time.perf_counter() - t0
-    print(f"wrote {out}: {', '.join(f'{k} {v:,}' for k, v in p.report['rows'].items())} rows "
-          f"({n / dt:,.0f} rows/s including reading)")
+    print(
+        f"wrote {out}: {', '.join(f'{k} {v:,}' for k, v in p.report['rows'].items())} rows "
+        f"({n / dt:,.0f} rows/s including reading)"
+    )
     for reason, k in p.report["dropped"].items():
         print(f"dropped on purpose ({reason}): {k:,} rows")
 
@@ -124,7 +130,28 @@ def bench(
         for b in train.batches(batch_size, shuffle=True, seed=0, epoch=e):
             seen += b["labels"].shape[0]
     it = time.perf_counter() - t0
-    print(format_table(
-        ["stage", "rows", "seconds", "rows/s"],
-        [["prepare (read + fit + encode)", n, prep, n / prep], [f"iterate (batch {batch_size}, shuffled)", seen, it, seen / it]],
-    ))
+    print(
+        format_table(
+            ["stage", "rows", "seconds", "rows/s"],
+            [
+                ["prepare (read + fit + encode)", n, prep, n / prep],
+                [f"iterate (batch {batch_size}, shuffled)", seen, it, seen / it],
+            ],
+        )
+    )
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("msmtrec.cli.data_synth")
+    except ModuleNotFoundError as e:
+        if e.name != "msmtrec.cli.data_synth":
+            raise
+        return
+    mod.register(app)
+
+
+_register_optional()

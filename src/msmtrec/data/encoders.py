@@ -37,9 +37,17 @@ class VocabEncoder:
         self.vocabulary = [k for k, _ in order]
         return self
 
+    def _index(self) -> pd.Index:
+        # cached: building the hash index of a million-entry vocabulary once, not per batch
+        cached = getattr(self, "_cached_index", None)
+        if cached is None or len(cached) != len(self.vocabulary):
+            cached = pd.Index(self.vocabulary, dtype=object)
+            object.__setattr__(self, "_cached_index", cached)
+        return cached
+
     def transform(self, values: pd.Series) -> tuple[np.ndarray, int]:
         """Codes and the number of non-missing values that fell into the OOV bucket."""
-        codes = pd.Categorical(values, categories=self.vocabulary).codes.astype(np.int64) + 1
+        codes = self._index().get_indexer(values).astype(np.int64) + 1
         oov = int(((codes == 0) & values.notna().to_numpy()).sum())
         return codes, oov
 
@@ -180,8 +188,7 @@ class SequenceEncoder:
         if items.empty:
             return out, 0
         rows = items.index.to_numpy()
-        codes = pd.Categorical(items, categories=self.vocabulary).codes.astype(np.int64) + 2
-        codes[codes == 1] = 1  # unseen (-1 + 2)
+        codes = pd.Index(self.vocabulary, dtype=object).get_indexer(items).astype(np.int64) + 2  # unseen → 1
         oov = int((codes == 1).sum())
         # position from the end of each row's list, keeping the most recent max_len items right-aligned
         counts = np.bincount(rows, minlength=n)

@@ -211,6 +211,8 @@ def load_prepared(directory: str | Path) -> PreparedData:
     return PreparedData(pre.spec.name, pre.spec, pre, splits, raw_labels, report)
 
 
-def transform_records(pre: Preprocessor, frame: pd.DataFrame, with_labels: bool = False) -> tuple[dict, TransformReport]:
+def transform_records(
+    pre: Preprocessor, frame: pd.DataFrame, with_labels: bool = False
+) -> tuple[dict, TransformReport]:
     """Encode raw rows at inference time (serving, batch prediction) with a saved preprocessor."""
     return pre.transform(frame, with_labels=with_labels)

@@ -118,7 +118,7 @@ class Preprocessor:
 
     def scenario_codes(self, values: pd.Series, where=_default_where) -> np.ndarray:  # noqa: ANN001
         """Scenario values → indices; a value never seen in training is an error naming it."""
-        codes = pd.Categorical(values.astype(str), categories=self.scenarios).codes.astype(np.int64)
+        codes = pd.Index(self.scenarios, dtype=object).get_indexer(values.astype(str)).astype(np.int64)
         if (codes < 0).any():
             i = values.index[np.flatnonzero(codes < 0)[0]]
             unseen = sorted(set(values.astype(str)[codes < 0]))[:5]
@@ -130,7 +130,10 @@ class Preprocessor:
         return codes
 
     def transform(
-        self, frame: pd.DataFrame, with_labels: bool = True, where=_default_where  # noqa: ANN001
+        self,
+        frame: pd.DataFrame,
+        with_labels: bool = True,
+        where=_default_where,  # noqa: ANN001
     ) -> tuple[Batch, TransformReport]:
         """Rows → a :data:`Batch` of tensors, plus counts of OOV values and imputed numbers."""
         report = TransformReport(rows=len(frame))
@@ -209,8 +212,9 @@ class Preprocessor:
                 bad = (x != 0) & (x != 1)
                 if bad.any():
                     i = values.index[np.flatnonzero(bad)[0]]
+                    shown = frame[col].loc[i] if col in frame.columns else x[bad][0]
                     raise DataError(
-                        f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {x[bad][0]!r} "
+                        f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {_show(shown)} "
                         f"({int(bad.sum())} such row(s))"
                     )
             elif transformed and t.transform == "log1p":
@@ -318,3 +322,14 @@ def line_locator(frame: pd.DataFrame, files: list[str]):  # noqa: ANN201
         return f"{files[int(r[FILE_COL])]}:{int(r[LINE_COL])}"
 
     return where
+
+
+def _show(v: object) -> str:
+    """A value as the user wrote it: ``2`` not ``np.int64(2)``, ``'x'`` for text."""
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -1,0 +1,68 @@
+"""Reading a finished run folder: the one place that knows the RUN_DIR layout on the reading side.
+
+A run folder written by ``msmtrec train`` holds ``config.yaml`` (model name and config, training config,
+dataset, seed), ``preprocessor.json`` (the preprocessing artifact), ``model.pt`` (best weights as a plain
+state dict), ``history.csv`` and ``metrics.json``. Evaluation, export, batch prediction and the service all
+load a run through :func:`load_run`, so they agree on how a model is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from msmtrec.data.preprocessor import Preprocessor
+from msmtrec.errors import MsmtrecError
+from msmtrec.models.base import MultiTaskModel, build_model
+
+CONFIG = "config.yaml"
+WEIGHTS = "model.pt"
+METRICS = "metrics.json"
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    model: MultiTaskModel
+    preprocessor: Preprocessor
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.config)
+
+
+def model_name(config: dict[str, Any]) -> str:
+    m = config.get("model")
+    if isinstance(m, dict):
+        return str(m.get("name"))
+    return str(m if m is not None else config.get("model_name"))
+
+
+def model_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    m = config.get("model")
+    if isinstance(m, dict):
+        return dict(m.get("config") or {k: v for k, v in m.items() if k != "name"})
+    return dict(config.get("model_config") or {})
+
+
+def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the trained model (eval mode) with its preprocessor from a run folder."""
+    run = Path(run_dir)
+    for name in (CONFIG, WEIGHTS, "preprocessor.json"):
+        if not (run / name).exists():
+            raise MsmtrecError(f"{run}: not a finished run folder (missing {name}); train one with `msmtrec train`")
+    config = yaml.safe_load((run / CONFIG).read_text()) or {}
+    pre = Preprocessor.load(run)
+    model = build_model(model_name(config), pre.schema, model_overrides(config))
+    state = torch.load(run / WEIGHTS, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    metrics = json.loads((run / METRICS).read_text()) if (run / METRICS).exists() else {}
+    return LoadedRun(run, model, pre, config, metrics)
