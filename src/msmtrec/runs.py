@@ -34,22 +34,26 @@ class LoadedRun:
     metrics: dict[str, Any]
 
     @property
-    def model_name(self) -> str:
-        return model_name(self.config)
-
-
-def model_name(config: dict[str, Any]) -> str:
+    def model_name(config: dict[str, Any]) -> str:
+    """The registered model name: ``model_name:`` (what ``msmtrec train`` writes) or ``model: {name: ...}``."""
+    if config.get("model_name"):
+        return str(config["model_name"])
     m = config.get("model")
-    if isinstance(m, dict):
-        return str(m.get("name"))
-    return str(m if m is not None else config.get("model_name"))
+    if isinstance(m, dict) and m.get("name"):
+        return str(m["name"])
+    if isinstance(m, str):
+        return m
+    raise MsmtrecError("config.yaml names no model (expected model_name: NAME)")
 
 
 def model_overrides(config: dict[str, Any]) -> dict[str, Any]:
+    """The model config: ``model:`` itself when ``model_name:`` is given, else ``model: {config: ...}``."""
     m = config.get("model")
-    if isinstance(m, dict):
-        return dict(m.get("config") or {k: v for k, v in m.items() if k != "name"})
-    return dict(config.get("model_config") or {})
+    if not isinstance(m, dict):
+        return dict(config.get("model_config") or {})
+    if config.get("model_name"):
+        return dict(m)
+    return dict(m.get("config") or {k: v for k, v in m.items() if k != "name"})
 
 
 def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
