@@ -34,7 +34,11 @@ class LoadedRun:
     metrics: dict[str, Any]
 
     @property
-    def model_name(config: dict[str, Any]) -> str:
+    def model_name(self) -> str:
+        return model_name(self.config)
+
+
+def model_name(config: dict[str, Any]) -> str:
     """The registered model name: ``model_name:`` (what ``msmtrec train`` writes) or ``model: {name: ...}``."""
     if config.get("model_name"):
         return str(config["model_name"])
