@@ -8,7 +8,6 @@ SHARED ?= ../shared/data
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@if $(PY) -m pip list 2>/dev/null | grep -qi nvidia; then echo "error: CUDA packages were installed; check constraints.txt" >&2; exit 1; fi
 	touch $@
@@ -16,6 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
+	rm -rf runs/demo-hef
 	$(VENV)/bin/msmtrec train --data hillstrom --model hef --out runs/demo-hef
 
 test: setup
