@@ -34,29 +34,68 @@ class ExpertBank(nn.Module):
         return torch.stack([e(x) for e in self.experts], dim=1)
 
 
+ONE_HOT_MAX_SCENARIOS = 8
+"""Up to this many scenarios, scenario-specific matmuls use the one-hot formulation (see below)."""
+
+
+def scenario_matmul(
+    x: torch.Tensor, weight: torch.Tensor, scenario: torch.Tensor, strategy: str = "auto"
+) -> torch.Tensor:
+    """Row ``b`` times its own scenario's weight: ``x [B, n, in]``, ``weight [S, n, in, out]`` → ``[B, n, out]``.
+
+    Two exact, export-friendly formulations (no masks, no data-dependent shapes):
+
+    * ``"gather"``: ``weight[scenario]`` gives each row its own ``[n, in, out]`` weights, then a batched
+      matmul. One branch of arithmetic per row, but ``B · n · in · out`` memory traffic forward and an
+      index-accumulate backward, which is slow on CPU.
+    * ``"one_hot"``: place ``x`` in its scenario's block of a ``[B, S · in]`` input (zeros elsewhere) and do
+      one dense matmul with the ``[S · in, out]`` stacked weights. The zero blocks contribute nothing, so the
+      result is the row's own branch; it costs ``S×`` the multiply-adds but no per-row weight copies, and
+      for the handful of scenarios of a multi-scenario model it is an order of magnitude faster.
+
+    ``"auto"`` picks one-hot up to :data:`ONE_HOT_MAX_SCENARIOS` scenarios, gather beyond.
+    """
+    num_scenarios, n, in_dim, out_dim = weight.shape
+    if strategy == "auto":
+        strategy = "one_hot" if num_scenarios <= ONE_HOT_MAX_SCENARIOS else "gather"
+    if strategy == "gather":
+        w = weight[scenario].reshape(-1, in_dim, out_dim)  # [B·n, in, out]
+        return torch.bmm(x.reshape(-1, 1, in_dim), w).reshape(x.shape[0], n, out_dim)
+    if strategy != "one_hot":
+        raise ValueError(f"unknown scenario matmul strategy {strategy!r}")
+    one_hot = F.one_hot(scenario, num_scenarios).to(x.dtype)  # [B, S]
+    blocks = (one_hot[:, :, None, None] * x[:, None, :, :]).permute(2, 0, 1, 3).reshape(n, -1, num_scenarios * in_dim)
+    stacked = weight.permute(1, 0, 2, 3).reshape(n, num_scenarios * in_dim, out_dim)
+    return torch.bmm(blocks, stacked).permute(1, 0, 2)
+
+
 class ScenarioLinear(nn.Module):
     """A linear map with its own weights per scenario (and per expert): ``[B, n, in] → [B, n, out]``.
 
-    Rows gather their scenario's weights (``[B, n, in, out]``), which costs memory proportional to the
-    batch but keeps compute at one branch per row and the graph free of data-dependent control flow.
+    Each row is multiplied by its own scenario's weights via :func:`scenario_matmul`, so the graph has no
+    data-dependent control flow and no Python loop over scenarios.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_scenarios: int, num_experts: int = 1) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, num_scenarios: int, num_experts: int = 1, strategy: str = "auto"
+    ) -> None:
         super().__init__()
         self.in_dim, self.out_dim, self.num_experts = in_dim, out_dim, num_experts
+        self.strategy = strategy
         bound = 1.0 / math.sqrt(in_dim)
-        self.weight = nn.Parameter(torch.empty(num_scenarios, num_experts, in_dim, out_dim).uniform_(-bound, bound))
+        shape = (num_scenarios, num_experts, in_dim, out_dim)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_scenarios, num_experts, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bni,bnio->bno", x, self.weight[scenario]) + self.bias[scenario]
+        return scenario_matmul(x, self.weight, scenario, self.strategy) + self.bias[scenario]
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
-        """Every scenario's branch on every row, ``[B, S, n, in] → [B, S, n, out]`` (HiNet's SAN needs this)."""
+        """Every scenario's branch on every row: ``[B, S, n, in] → [B, S, n, out]`` (for HiNet's SAN)."""
         return torch.einsum("bsni,snio->bsno", x, self.weight) + self.bias
 
     def extra_flops(self) -> int:
-        """One scenario's weights per row (see :func:`msmtrec.models.base.estimate_flops`)."""
+        """One scenario's branch per row (see :func:`msmtrec.models.base.estimate_flops`)."""
         return 2 * self.num_experts * self.in_dim * self.out_dim
 
 
@@ -106,3 +145,19 @@ class Gate(nn.Module):
 def mix(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Gate-weighted sum: ``[B, n]`` × ``[B, n, d]`` → ``[B, d]``."""
     return torch.einsum("bn,bnd->bd", weights, experts)
+
+
+class GateNU(nn.Module):
+    """PEPNet's gate neural unit: ``γ · sigmoid(MLP(x))`` in ``(0, γ)``, γ = 2 by default.
+
+    With γ = 2 an untrained gate (output ≈ 1) leaves what it scales unchanged, and a trained one can both
+    amplify and suppress, which a plain sigmoid (at most 1) cannot.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.sigmoid(self.net(x))

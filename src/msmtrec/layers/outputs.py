@@ -23,6 +23,22 @@ def funnel_logit(parent_logit: torch.Tensor, child_logit: torch.Tensor) -> torch
     return log_p - log_1mp
 
 
+def compose_outputs(schema: Schema, raw: Sequence[torch.Tensor], funnel: bool = True) -> dict[str, torch.Tensor]:
+    """Raw per-task outputs (schema order) → the output dict, funnel tasks composed ESMM-style.
+
+    With ``funnel`` a task declared ``inside`` a parent returns ``funnel_logit(parent, child)``, so the
+    child's tower learns p(child | parent) while every output stays in the exposure space.
+    """
+    names = schema.task_names
+    out: dict[str, torch.Tensor] = {}
+    for i, t in enumerate(schema.tasks):
+        if funnel and t.inside:
+            out[t.name] = funnel_logit(raw[names.index(t.inside)], raw[i])
+        else:
+            out[t.name] = raw[i]
+    return out
+
+
 class TaskHeads(nn.Module):
     """One MLP tower per task on top of per-task inputs, plus the funnel composition.
 
@@ -30,30 +46,19 @@ class TaskHeads(nn.Module):
     parent; otherwise each task is predicted directly in the exposure space.
     """
 
-    def __init__(
-        self, schema: Schema, in_dim: int, dims: Sequence[int], dropout: float, funnel: bool = True
-    ) -> None:
+    def __init__(self, schema: Schema, in_dim: int, dims: Sequence[int], dropout: float, funnel: bool = True) -> None:
         super().__init__()
         self.schema = schema
         self.names = schema.task_names
         self.towers = nn.ModuleList(
-            nn.Sequential(MLP(in_dim, dims, dropout), nn.Linear(dims[-1] if dims else in_dim, 1))
-            for _ in self.names
+            nn.Sequential(MLP(in_dim, dims, dropout), nn.Linear(dims[-1] if dims else in_dim, 1)) for _ in self.names
         )
         self.funnel = funnel
-        self.parent_index = {
-            i: self.names.index(t.inside) for i, t in enumerate(schema.tasks) if t.inside and funnel
-        }
+        self.parent_index = {i: self.names.index(t.inside) for i, t in enumerate(schema.tasks) if t.inside and funnel}
 
     def forward(self, inputs: Sequence[torch.Tensor], extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``inputs[i]`` is task i's ``[B, in_dim]`` representation; ``extra`` a ``[B, n_tasks]`` logit bias."""
+        """``inputs[i]``: task i's ``[B, in_dim]`` input; ``extra``: a ``[B, n_tasks]`` logit bias."""
         raw = [tower(x).squeeze(-1) for tower, x in zip(self.towers, inputs, strict=True)]
         if extra is not None:
             raw = [r + extra[:, i] for i, r in enumerate(raw)]
-        out = {}
-        for i, name in enumerate(self.names):
-            if i in self.parent_index:
-                out[name] = funnel_logit(raw[self.parent_index[i]], raw[i])
-            else:
-                out[name] = raw[i]
-        return out
+        return compose_outputs(self.schema, raw, self.funnel)

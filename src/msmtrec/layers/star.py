@@ -3,8 +3,8 @@ CIKM 2021, arXiv 2101.11427): star-topology fully connected layers and the auxil
 
 A star-topology layer has one shared weight ``W`` and one weight ``W_s`` per scenario; a row of scenario
 ``s`` uses ``W ⊙ W_s`` and bias ``b + b_s``. Scenario weights start at one and scenario biases at zero, so
-the network starts as a plain shared MLP and learns scenario deviations. Each row gathers its scenario's
-weights, so a batch never runs every scenario's branch.
+the network starts as a plain shared MLP and learns scenario deviations. The combined weights are formed
+once per scenario and each row is multiplied by its own scenario's (see :func:`scenario_matmul`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msmtrec.layers.experts import scenario_matmul
 from msmtrec.layers.mlp import MLP
 from msmtrec.layers.normalization import PartitionedNorm
 
@@ -25,9 +26,11 @@ class StarLinear(nn.Module):
     shared parameters have the same names and shapes (so a "no STAR" ablation only drops the scenario part).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_scenarios: int, scenario_specific: bool = True) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, num_scenarios: int, scenario_specific: bool = True, strategy: str = "auto"
+    ) -> None:
         super().__init__()
-        self.in_dim, self.out_dim = in_dim, out_dim
+        self.in_dim, self.out_dim, self.strategy = in_dim, out_dim, strategy
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(out_dim))
@@ -39,12 +42,14 @@ class StarLinear(nn.Module):
     def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         if not self.scenario_specific:
             return x @ self.weight + self.bias
-        w = self.weight * self.scenario_weight[scenario]  # [B, in, out]: the row's own scenario only
-        return torch.einsum("bi,bio->bo", x, w) + self.bias + self.scenario_bias[scenario]
+        # Combine once per scenario ([S, in, out], independent of the batch), then multiply each row by its
+        # own scenario's combined weight (gather or one-hot block matmul, see scenario_matmul).
+        combined = (self.weight * self.scenario_weight).unsqueeze(1)  # [S, 1, in, out]
+        y = scenario_matmul(x.unsqueeze(1), combined, scenario, self.strategy).squeeze(1)
+        return y + self.bias + self.scenario_bias[scenario]
 
     def extra_flops(self) -> int:
-        # matmul plus the element-wise W ⊙ W_s product
-        return (3 if self.scenario_specific else 2) * self.in_dim * self.out_dim
+        return 2 * self.in_dim * self.out_dim
 
 
 class StarNetwork(nn.Module):

@@ -60,6 +60,8 @@ class MultiTaskModel(nn.Module):
         ``gates/level{l}/{who}`` ``[B, n_experts]`` gate weights of extraction level ``l`` for gate ``who``
                                  (``task:{name}``, ``scenario``, ``shared``);
         ``mixing/{task}``        ``[B, 3]`` weights of (shared, scenario, task) representations.
+        Model-specific extras: HiNet's ``gates/level0/san`` (``[B, n_scenarios]`` attention over the other
+        scenarios) and PEPNet's ``epnet`` (``[B, F]`` per-field embedding scales in (0, 2), not a softmax).
         """
         return {}
 
@@ -73,9 +75,20 @@ class MultiTaskModel(nn.Module):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Forward pass mapped to the output space: probabilities for binary tasks, values otherwise."""
         out = self.forward(batch)
-        return {
-            name: torch.sigmoid(v) if self.schema.task(name).type == "binary" else v for name, v in out.items()
-        }
+        return {name: torch.sigmoid(v) if self.schema.task(name).type == "binary" else v for name, v in out.items()}
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Embedding tables of every :class:`~msmtrec.layers.FieldEmbedding` in the model.
+
+        The trainer gives these their own learning rate / weight decay (sparse rows see few updates).
+        """
+        from msmtrec.layers.embedding import FieldEmbedding
+
+        params: list[nn.Parameter] = []
+        for m in self.modules():
+            if isinstance(m, FieldEmbedding):
+                params.extend(m.embedding_parameters())
+        return params
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -89,13 +102,24 @@ def estimate_flops(model: nn.Module) -> int:
     """2 × (weights of every Linear) plus attention's F² · D products — an order-of-magnitude figure.
 
     Scenario- or task-specific branches are counted once each (a sample passes through one scenario's
-    branch), which is why models may override :meth:`MultiTaskModel.flops_per_sample`.
+    branch), which is why models may override :meth:`MultiTaskModel.flops_per_sample`. Layers that are not
+    ``nn.Linear`` but do matmuls (scenario-gathered weights, attention) report their own per-sample count
+    through an ``extra_flops()`` method.
     """
     total = 0
     for m in model.modules():
         if isinstance(m, nn.Linear):
             total += 2 * m.in_features * m.out_features
+        extra = getattr(m, "extra_flops", None)
+        if callable(extra) and m is not model:
+            total += int(extra())
     return total
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds (config value checks)."""
+    if not condition:
+        raise ConfigError(message)
 
 
 _REGISTRY: dict[str, type[MultiTaskModel]] = {}

@@ -64,6 +64,8 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     progress: bool = True
     """Show the tqdm progress bar (rank 0 only)."""
+    num_threads: int = 0
+    """CPU threads for torch ops (0: torch's default). On small shared machines 1 is often fastest."""
     find_unused_parameters: bool = True
     """Passed to DistributedDataParallel; models with branches unused by some batches need it."""
 
@@ -90,7 +92,9 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size", "max_epochs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("patience", "checkpoint_every", "grad_clip", "lr", "weight_decay", "embedding_weight_decay"):
+        non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",
+                        "embedding_weight_decay")
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
 

@@ -17,6 +17,7 @@ average ranks for ties), not a histogram approximation.
       "samples_per_second": 40000.0,   # training rows processed per second (all ranks)
       "best_epoch": 3,                 # epoch whose weights were kept (0-based)
       "epochs": 5,                     # epochs trained
+      "world_size": 1,                 # training processes (torchrun --nproc_per_node)
       "mean_auc": 0.71,                # mean AUC over scenario × binary-task cells with both classes
       "mean_gauc": 0.65,               # same for GAUC (null when the data has no user id)
       "mean_rmse": null,               # mean RMSE over scenario × regression-task cells (null if none)
@@ -249,7 +250,12 @@ def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
         vals = [_fmt(cells[t.name].get("auc" if t.type == "binary" else "rmse")) for t in schema.tasks]
         rows.append([name, str(first["rows"]), *vals])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     out = [line(header), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     summary = [f"mean AUC {_fmt(metrics.get('mean_auc'))}"]

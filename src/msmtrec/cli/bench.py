@@ -1,0 +1,72 @@
+"""``msmtrec benchmark SUITE``: models × datasets × seeds under one budget, then the reports.
+
+Examples::
+
+    msmtrec benchmark hillstrom --quick                         # CI smoke test (one seed, 3,000 rows, 1 epoch)
+    msmtrec benchmark hillstrom --seeds 5 --out bench/hillstrom  # the published run (resumable)
+    msmtrec benchmark my_suite.yaml --report-only --out bench/x  # rebuild tables and plots from results.csv
+
+Runs already in ``OUT/results.csv`` are skipped, so re-running the same command after an interruption
+continues where it stopped. Each run uses ``--threads`` torch threads (default 1): on a small shared CPU,
+several multi-threaded runs oversubscribe the cores and a run can slow down tenfold, which would make the
+speed columns meaningless; ``--jobs`` runs that many single-threaded runs side by side instead.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from msmtrec.errors import ConfigError, MsmtrecError
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``benchmark`` to the root app."""
+
+    @app.command("benchmark")
+    def benchmark_cmd(
+        suite: str = typer.Argument(..., help="Shipped suite name (hillstrom, census_kdd, synthetic) or a YAML path."),
+        seeds: int | None = typer.Option(None, "--seeds", help="Seeds 0..N-1 per model (default 5; 1 with --quick)."),
+        quick: bool = typer.Option(False, "--quick", help="Small sample, one epoch, the suite's quick model list."),
+        out: Path | None = typer.Option(None, "--out", help="Results folder (default benchmarks/results/SUITE)."),
+        jobs: int = typer.Option(1, "--jobs", help="Runs executed in parallel (separate processes)."),
+        threads: int = typer.Option(1, "--threads", help="Torch threads per run."),
+        models: str | None = typer.Option(None, "--models", help="Comma-separated variant names to run (subset)."),
+        report_only: bool = typer.Option(False, "--report-only", help="Only rebuild reports from OUT/results.csv."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar over runs."),
+    ) -> None:
+        """Run a benchmark suite and write results.csv, summary/seesaw/ablation/cost Markdown and PNG plots."""
+        from msmtrec.evaluation import load_suite, run_suite, write_reports
+
+        spec = load_suite(suite)
+        if quick:
+            spec = spec.quick_version()
+        if models:
+            keep = [m.strip() for m in models.split(",") if m.strip()]
+            unknown = sorted(set(keep) - {e.name for e in spec.entries})
+            if unknown:
+                raise ConfigError(f"--models: unknown variant(s) {unknown}; suite has {[e.name for e in spec.entries]}")
+            spec.entries = [e for e in spec.entries if e.name in keep]
+        n_seeds = seeds if seeds is not None else (int(spec.quick.get("seeds", 1)) if quick else 5)
+        target = out or Path("benchmarks") / "results" / (spec.name + ("-quick" if quick else ""))
+        failures: list[str] = []
+        if report_only:
+            if not (target / "results.csv").exists():
+                raise ConfigError(f"--report-only: {target}/results.csv does not exist")
+        else:
+            args = [suite, "--seeds", str(n_seeds), *(["--quick"] if quick else []), "--out", str(target)]
+            args += (["--jobs", str(jobs)] if jobs != 1 else []) + (["--threads", str(threads)] if threads != 1 else [])
+            args += ["--models", models] if models else []
+            command = "msmtrec benchmark " + " ".join(shlex.quote(a) for a in args)
+            summary = run_suite(spec, target, n_seeds, jobs=jobs, threads=threads, progress=progress, command=command)
+            failures = summary.failures
+        try:
+            written = write_reports(target)
+        except ValueError as e:
+            raise MsmtrecError(str(e)) from None
+        typer.echo(f"wrote {len(written)} report files to {target}")
+        if failures:
+            raise MsmtrecError(f"{len(failures)} run(s) failed (listed in {target}/notes.json): " + "; ".join(failures))
+

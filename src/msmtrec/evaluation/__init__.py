@@ -1,0 +1,12 @@
+"""Benchmarks: suites of models × datasets × seeds under one budget, and the reports built from them.
+
+``load_suite`` reads a suite (shipped name or YAML path), ``run_suite`` executes the pending runs into a
+results folder (resumable), and ``write_reports`` turns ``results.csv`` into the Markdown tables and plots.
+The ``msmtrec benchmark`` command (:mod:`msmtrec.cli.bench`) is a thin wrapper over these three.
+"""
+
+from msmtrec.evaluation.report import load_results, write_reports
+from msmtrec.evaluation.runner import RESULT_COLUMNS, run_suite
+from msmtrec.evaluation.suite import Suite, load_suite, shipped_suites
+
+__all__ = ["RESULT_COLUMNS", "Suite", "load_results", "load_suite", "run_suite", "shipped_suites", "write_reports"]

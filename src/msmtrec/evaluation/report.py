@@ -1,0 +1,464 @@
+"""Markdown reports from ``results.csv``: summary, seesaw, ablation and cost tables, plus the target checks.
+
+Everything here is computed from the results file (and the ``suite.json`` / ``machine.json`` / ``notes.json``
+written beside it), so a report can be regenerated at any time, including from a partial benchmark, and no
+number in a report is ever typed by hand.
+
+Conventions used by every table:
+
+* a cell is one (scenario, task) of the test split; ``avg`` is the mean over the per-scenario cells of the
+  table's metric (the same definition as the trainer's ``mean_auc``), taken per seed and then summarised;
+* ``mean ± std`` is over seeds (sample standard deviation; 0 for a single seed);
+* the best mean of every column is in bold (highest AUC, lowest LogLoss / RMSE);
+* differences against ``single_task`` or the full HEF are paired by seed (same seed, same data order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from msmtrec.evaluation.runner import ALL, RESULT_COLUMNS
+from msmtrec.report import format_table
+
+HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "rmse": False, "mae": False}
+METRIC_TITLES = {"auc": "AUC", "logloss": "LogLoss", "rmse": "RMSE"}
+REFERENCE = "single_task"
+FLAGSHIP = "hef"
+
+
+@dataclass
+class Results:
+    """A results folder loaded for reporting."""
+
+    frame: pd.DataFrame
+    order: list[str]
+    """Variant names in suite order."""
+    kinds: dict[str, str]
+    entries: dict[str, dict[str, Any]]
+    machine: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(pd.unique(self.frame["dataset"]))
+
+    def of(self, dataset: str) -> pd.DataFrame:
+        return self.frame[self.frame["dataset"] == dataset]
+
+    def seeds(self, dataset: str | None = None) -> list[int]:
+        f = self.frame if dataset is None else self.of(dataset)
+        return sorted(int(s) for s in pd.unique(f["seed"]))
+
+    def models(self, dataset: str, kinds: tuple[str, ...]) -> list[str]:
+        present = set(self.of(dataset)["model"])
+        return [m for m in self.order if m in present and self.kinds.get(m) in kinds]
+
+
+def load_results(out: Path) -> Results:
+    """Read ``results.csv`` keeping only complete runs (a killed run's partial rows are dropped)."""
+    path = out / "results.csv"
+    frame = pd.read_csv(path, dtype={"dataset": str, "model": str, "scenario": str, "task": str, "metric": str})
+    missing = set(RESULT_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    marker = frame[(frame["metric"] == "best_epoch") & (frame["task"] == ALL)]
+    done = set(zip(marker["dataset"], marker["model"], marker["seed"], strict=True))
+    keys = list(zip(frame["dataset"], frame["model"], frame["seed"], strict=True))
+    frame = frame[[k in done for k in keys]]
+    frame = frame.drop_duplicates(["dataset", "model", "seed", "scenario", "task", "metric"], keep="last")
+    suite = json.loads((out / "suite.json").read_text()) if (out / "suite.json").exists() else {}
+    entries = suite.get("entries", {})
+    order = list(entries) or list(pd.unique(frame["model"]))
+    kinds = {m: e["kind"] for m, e in entries.items()} or dict(zip(frame["model"], frame["kind"], strict=True))
+    machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
+    notes = json.loads((out / "notes.json").read_text()) if (out / "notes.json").exists() else []
+    return Results(frame.reset_index(drop=True), order, kinds, entries, machine, notes)
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def cell_values(df: pd.DataFrame, metric: str, scenarios: bool = True) -> pd.DataFrame:
+    """Per-seed values of ``metric``: index (model, seed), columns (scenario, task) in data order."""
+    sub = df[(df["metric"] == metric) & (df["task"] != ALL)]
+    sub = sub[sub["scenario"] != ALL] if scenarios else sub
+    if sub.empty:
+        return pd.DataFrame()
+    cols = list(dict.fromkeys(zip(sub["scenario"], sub["task"], strict=True)))
+    wide = sub.pivot_table(index=["model", "seed"], columns=["scenario", "task"], values="value", aggfunc="first")
+    return wide.reindex(columns=pd.MultiIndex.from_tuples(cols, names=["scenario", "task"]))
+
+
+def table_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Cells (per scenario, then ``all``) plus the per-seed ``avg`` over scenario cells."""
+    per_scen = cell_values(df, metric, scenarios=True)
+    if per_scen.empty:
+        return per_scen
+    overall = cell_values(df[df["scenario"] == ALL], metric, scenarios=False)
+    avg = per_scen.mean(axis=1, skipna=False).rename(("avg", ""))
+    parts = [per_scen] + ([overall] if not overall.empty else []) + [avg]
+    return pd.concat(parts, axis=1)
+
+
+def summarise(values: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Mean, std (ddof=1, 0 for one seed) and count over seeds, per model and column."""
+    g = values.groupby(level="model", sort=False)
+    mean, count = g.mean(), g.count()
+    std = g.std(ddof=1).where(count > 1, 0.0)
+    return mean, std, count
+
+
+def fmt_pm(mean: float, std: float, digits: int = 4) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _col_label(col: tuple[str, str]) -> str:
+    scen, task = col
+    return "avg" if scen == "avg" else f"{scen} / {task}"
+
+
+def metric_table(df: pd.DataFrame, models: list[str], metric: str) -> str | None:
+    """Markdown: models × cells with mean ± std and the best mean per column in bold."""
+    values = table_values(df[df["model"].isin(models)], metric)
+    if values.empty:
+        return None
+    mean, std, _ = summarise(values)
+    rows_models = [m for m in models if m in mean.index]
+    higher = HIGHER_IS_BETTER[metric]
+    best = mean.max() if higher else mean.min()
+    rows = []
+    for m in rows_models:
+        row: list[object] = [m]
+        for col in values.columns:
+            mu, sd = mean.at[m, col], std.at[m, col]
+            text = fmt_pm(mu, sd)
+            if not math.isnan(mu) and np.isclose(mu, best[col], rtol=0, atol=5e-5):
+                text = f"**{text}**"
+            row.append(text)
+        rows.append(row)
+    return format_table(["model", *(_col_label(c) for c in values.columns)], rows, markdown=True)
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+
+def header(res: Results, title: str, dataset: str | None = None) -> list[str]:
+    m = res.machine
+    seeds = res.seeds(dataset)
+    lines = [f"# {title}", ""]
+    if m.get("command"):
+        lines.append(f"Generated by `{m['command']}`.")
+    lines.append(
+        f"Seeds: {len(seeds)} ({', '.join(map(str, seeds))}). Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} "
+        f"cores, torch {m.get('torch', '?')}, {m.get('threads_per_run', '?')} thread(s) per run, "
+        f"{m.get('parallel_runs', '?')} run(s) at a time; torch-rechub {m.get('torch_rechub', '?')}."
+    )
+    lines.append("")
+    return lines
+
+
+def summary_md(res: Results) -> str:
+    lines = header(res, "Benchmark summary")
+    lines += [
+        "Test split, mean ± std over seeds; `avg` is the mean over the per-scenario cells (the `all` columns "
+        "pool every scenario and are not part of `avg`). Best mean per column in **bold** (highest AUC, lowest "
+        "LogLoss / RMSE). Ablations are in `ablation.md`; rows prefixed `rechub-` are torch-rechub's "
+        "implementations, trained on binary tasks only.",
+        "",
+    ]
+    for ds in res.datasets:
+        df = res.of(ds)
+        models = res.models(ds, ("model", "peer"))
+        lines += [f"## {ds}", ""]
+        for metric in ("auc", "logloss", "rmse"):
+            table = metric_table(df, models, metric)
+            if table:
+                lines += [f"### {METRIC_TITLES[metric]}", "", table, ""]
+        lines += ["### Targets", "", *target_checks(res, ds), ""]
+    if res.notes:
+        lines += ["## Notes", "", *(f"* {n}" for n in res.notes), ""]
+    return "\n".join(lines)
+
+
+def target_checks(res: Results, ds: str) -> list[str]:
+    """The published targets, checked from the numbers (each line says met / not met and the figures)."""
+    df = res.of(ds)
+    models = res.models(ds, ("model", "peer"))
+    values = table_values(df[df["model"].isin(models)], "auc")
+    if values.empty or FLAGSHIP not in values.index.get_level_values("model"):
+        return ["* HEF did not run on this dataset."]
+    mean, std, _ = summarise(values)
+    out = []
+    avg = mean[("avg", "")].dropna().sort_values(ascending=False)
+    rank = list(avg.index).index(FLAGSHIP) + 1
+    out.append(
+        f"* Best average AUC: **{avg.index[0]}** ({avg.iloc[0]:.4f}); HEF ranks {rank} of {len(avg)} "
+        f"({avg[FLAGSHIP]:.4f}) — target {'met' if rank == 1 else 'not met'}."
+    )
+    baselines = [m for m in mean.index if m != FLAGSHIP]
+    cells = [c for c in values.columns if c[0] not in ("avg", ALL)]
+    behind = []
+    for c in cells:
+        col = mean.loc[baselines, c].dropna()
+        if col.empty:
+            continue
+        best = col.idxmax()
+        if mean.at[FLAGSHIP, c] < col[best] - std.at[best, c]:
+            behind.append(f"{_col_label(c)} ({mean.at[FLAGSHIP, c]:.4f} vs {best} {col[best]:.4f} ± "
+                          f"{std.at[best, c]:.4f})")
+    if len(res.seeds(ds)) < 2:
+        out.append(
+            "* One seed, so no std: the one-std check cannot be made. Cells where HEF is below the best baseline "
+            f"at all: {len(behind)}" + (": " + "; ".join(behind) + "." if behind else ".")
+        )
+    else:
+        out.append(
+            "* Cells where HEF is more than one std (of the best baseline) below the best baseline: "
+            + ("none — target met." if not behind else f"{len(behind)} — target not met: " + "; ".join(behind) + ".")
+        )
+    if "ple" in mean.index:
+        h, p = std.at[FLAGSHIP, ("avg", "")], std.at["ple", ("avg", "")]
+        if len(res.seeds(ds)) < 2:
+            verdict = "not measurable with one seed"
+        else:
+            verdict = "met" if h <= p + 1e-12 else "not met"
+        out.append(f"* Std of average AUC over seeds: HEF {h:.4f}, PLE {p:.4f} — target (HEF ≤ PLE) {verdict}.")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- seesaw
+
+
+def transfer(df: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
+    """Paired (by seed) improvement over ``single_task`` per cell: AUC gain for binary tasks, RMSE drop for
+    regression tasks, so positive always means better. Returns (mean, std, columns)."""
+    parts = []
+    auc = cell_values(df, "auc")
+    if not auc.empty:
+        parts.append(auc)
+    rmse = cell_values(df, "rmse")
+    if not rmse.empty:
+        parts.append(-rmse)
+    if not parts:
+        return pd.DataFrame(), pd.DataFrame(), []
+    values = pd.concat(parts, axis=1)
+    ref_mask = values.index.get_level_values("model") == REFERENCE
+    if not ref_mask.any():
+        return pd.DataFrame(), pd.DataFrame(), []
+    ref = values[ref_mask].droplevel("model")
+    rows_mean, rows_std = {}, {}
+    for m in models:
+        mask = values.index.get_level_values("model") == m
+        if not mask.any():
+            continue
+        mine = values[mask].droplevel("model")
+        seeds = mine.index.intersection(ref.index)
+        diff = mine.loc[seeds] - ref.loc[seeds]
+        rows_mean[m] = diff.mean()
+        rows_std[m] = diff.std(ddof=1) if len(seeds) > 1 else diff.mean() * 0.0
+    mean = pd.DataFrame(rows_mean).T.reindex(columns=values.columns)
+    std = pd.DataFrame(rows_std).T.reindex(columns=values.columns)
+    return mean, std, list(values.columns)
+
+
+def seesaw_md(res: Results) -> str:
+    lines = header(res, "Transfer against single-task models (negative transfer and seesaw)")
+    lines += [
+        "Δ = model − `single_task` per test cell, paired by seed and averaged: AUC gain for binary tasks, "
+        "RMSE *drop* for regression tasks (so positive is always better). `neg` counts cells with Δ < 0; "
+        "`neg > 1 std` those whose Δ is below zero by more than the std of the paired differences (with one "
+        "seed every negative cell counts). `seesaw` lists the scenarios where one task gained while another "
+        "lost — improving one task cost another.",
+        "",
+    ]
+    for ds in res.datasets:
+        df = res.of(ds)
+        models = [m for m in res.models(ds, ("model", "peer")) if m != REFERENCE]
+        mean, std, cols = transfer(df, models)
+        lines += [f"## {ds}", ""]
+        if mean.empty:
+            lines += [f"`{REFERENCE}` did not run on this dataset, so there is nothing to compare against.", ""]
+            continue
+        rows = []
+        for m in mean.index:
+            mu, sd = mean.loc[m], std.loc[m]
+            present = mu.dropna()
+            neg = int((present < 0).sum())
+            sig = int(((present + sd[present.index].fillna(0)) < 0).sum())
+            seesaw = []
+            for scen in dict.fromkeys(c[0] for c in present.index):
+                d = present[[c for c in present.index if c[0] == scen]]
+                if (d > 0).any() and (d < 0).any():
+                    up = ",".join(t for (_, t), v in d.items() if v > 0)
+                    down = ",".join(t for (_, t), v in d.items() if v < 0)
+                    seesaw.append(f"{scen} ({up}↑ {down}↓)")
+            cells = [("–" if math.isnan(mu[c]) else f"{mu[c]:+.4f}") for c in cols]
+            rows.append([m, *cells, f"{neg}/{len(present)}", sig, "; ".join(seesaw) if seesaw else "no"])
+        heads = ["model", *(f"{s} / {t}" + (" (RMSE)" if _is_rmse(df, s, t) else "") for s, t in cols),
+                 "neg", "neg > 1 std", "seesaw"]
+        lines += [format_table(heads, rows, markdown=True), ""]
+    return "\n".join(lines)
+
+
+def _is_rmse(df: pd.DataFrame, scen: str, task: str) -> bool:
+    sub = df[(df["scenario"] == scen) & (df["task"] == task)]
+    return bool((sub["metric"] == "rmse").any())
+
+
+# ------------------------------------------------------------------------------------------ ablation
+
+
+def ablation_md(res: Results) -> str:
+    lines = header(res, "HEF ablations")
+    lines += [
+        "HEF with one switch turned off per row (same budget, data and seeds). `avg AUC` is the mean over "
+        "scenario × binary-task cells; Δ = variant − full `hef`, paired by seed (negative = the part that was "
+        "turned off was helping; positive = the model is better without it). LogLoss and RMSE averages "
+        "likewise (lower is better).",
+        "",
+    ]
+    for ds in res.datasets:
+        df = res.of(ds)
+        variants = ([FLAGSHIP] if FLAGSHIP in set(df["model"]) else []) + res.models(ds, ("ablation",))
+        lines += [f"## {ds}", ""]
+        if len(variants) < 2:
+            lines += ["No ablation variants ran on this dataset.", ""]
+            continue
+        auc = table_values(df[df["model"].isin(variants)], "auc")
+        other = {m: table_values(df[df["model"].isin(variants)], m) for m in ("logloss", "rmse")}
+        runs = run_values(df)
+        rows = []
+        ref = auc.xs(FLAGSHIP, level="model")[("avg", "")] if FLAGSHIP in variants else None
+        for v in variants:
+            a = auc.xs(v, level="model")[("avg", "")]
+            row: list[object] = [v, res.entries.get(v, {}).get("switch") or "full model"]
+            row.append(int(runs.loc[v, "params"]) if v in runs.index else None)
+            row.append(fmt_pm(a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0))
+            if ref is not None and v != FLAGSHIP:
+                d = (a - ref).dropna()
+                sd = d.std(ddof=1) if len(d) > 1 else 0.0
+                row.append(f"{d.mean():+.4f} ± {sd:.4f}")
+            else:
+                row.append("–")
+            for m in ("logloss", "rmse"):
+                t = other[m]
+                if t.empty:
+                    continue
+                s = t.xs(v, level="model")[("avg", "")]
+                row.append(fmt_pm(s.mean(), s.std(ddof=1) if len(s) > 1 else 0.0))
+            rows.append(row)
+        heads = ["variant", "switch", "params", "avg AUC", "Δ avg AUC vs hef"]
+        heads += [f"avg {METRIC_TITLES[m]}" for m in ("logloss", "rmse") if not other[m].empty]
+        lines += [format_table(heads, rows, markdown=True), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- cost
+
+
+def run_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Run-level values averaged over seeds: index model, columns metric (plus ``<metric>_std``)."""
+    sub = df[(df["scenario"] == ALL) & (df["task"] == ALL)]
+    g = sub.groupby(["model", "metric"], sort=False)["value"]
+    mean = g.mean().unstack("metric")
+    std = g.std(ddof=1).fillna(0.0).unstack("metric").add_suffix("_std")
+    return pd.concat([mean, std], axis=1)
+
+
+def cost_md(res: Results) -> str:
+    lines = header(res, "Cost: size and speed")
+    lines += [
+        "Per model, mean over seeds. `train samples/s` is what the trainer reports: training rows processed "
+        "divided by the wall-clock time of `fit` (training batches plus the per-epoch validation pass, the same "
+        "loop for every row including the torch-rechub ones). `inference rows/s` is the best of three eval-mode "
+        "passes over the test split. FLOPs are the models' own rough multiply-add counts (0 where unknown). "
+        "Timings come from a shared machine: compare rows of the same table, not across machines.",
+        "",
+    ]
+    for ds in res.datasets:
+        df = res.of(ds)
+        runs = run_values(df)
+        models = res.models(ds, ("model", "ablation", "peer"))
+        rows = []
+        for m in models:
+            r = runs.loc[m]
+            rows.append([
+                m, res.kinds.get(m, ""), int(r["params"]), int(r.get("flops_per_sample", 0) or 0),
+                f"{r['epochs']:.1f}", fmt_pm(r["train_seconds"], r["train_seconds_std"], 1),
+                fmt_pm(r["samples_per_second"], r["samples_per_second_std"], 0),
+                int(round(r["inference_rows_per_second"])),
+            ])
+        heads = ["model", "kind", "params", "FLOPs/sample", "epochs", "train s", "train samples/s", "inference rows/s"]
+        lines += [f"## {ds}", "", format_table(heads, rows, markdown=True), ""]
+        peers = res.models(ds, ("peer",))
+        if peers:
+            lines += ["### Ours against torch-rechub", "", *peer_comparison(res, ds, peers, runs), ""]
+    if res.notes:
+        lines += ["## Notes", "", *(f"* {n}" for n in res.notes), ""]
+    return "\n".join(lines)
+
+
+def peer_comparison(res: Results, ds: str, peers: list[str], runs: pd.DataFrame) -> list[str]:
+    """Speed ratio and AUC difference of each peer against the entry it mirrors (on the peer's tasks)."""
+    df = res.of(ds)
+    rows = []
+    for p in peers:
+        ours = res.entries.get(p, {}).get("like")
+        if ours not in runs.index:
+            continue
+        tasks = set(df[df["model"] == p]["task"]) - {ALL}
+        sub = df[df["model"].isin([ours, p]) & (df["task"].isin(tasks) | (df["task"] == ALL))]
+        auc = table_values(sub, "auc")
+        a_o = auc.xs(ours, level="model")[("avg", "")]
+        a_p = auc.xs(p, level="model")[("avg", "")]
+        n = min(len(a_o), len(a_p))
+        diff = a_o.mean() - a_p.mean()
+        if n > 1:
+            se = math.sqrt(a_o.var(ddof=1) / len(a_o) + a_p.var(ddof=1) / len(a_p))
+            noise = "yes" if abs(diff) <= 2 * se else "no"
+            noise = f"{noise} (2·SE = {2 * se:.4f})"
+        else:
+            noise = "n/a (one seed)"
+        ratio = runs.at[ours, "samples_per_second"] / runs.at[p, "samples_per_second"]
+        rows.append([
+            f"{ours} vs {p}", f"{ratio:.2f}×", fmt_pm(a_o.mean(), a_o.std(ddof=1) if len(a_o) > 1 else 0.0),
+            fmt_pm(a_p.mean(), a_p.std(ddof=1) if len(a_p) > 1 else 0.0), f"{diff:+.4f}", noise,
+            int(runs.at[ours, "params"]), int(runs.at[p, "params"]),
+        ])
+    heads = ["pair", "train samples/s ratio (ours / rechub)", "ours avg AUC", "rechub avg AUC", "Δ AUC",
+             "within noise", "params ours", "params rechub"]
+    intro = ("Average AUC here is over the peer's tasks only (binary tasks). Within noise: |Δ| ≤ two standard "
+             "errors of the difference of means over seeds.")
+    return [intro, "", format_table(heads, rows, markdown=True)]
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def write_reports(out: Path) -> list[Path]:
+    """(Re)write every Markdown report and plot of a results folder; returns the files written."""
+    from msmtrec.evaluation import plots
+
+    res = load_results(out)
+    if res.frame.empty:
+        raise ValueError(f"{out}/results.csv holds no complete run yet")
+    written = []
+    for name, text in (
+        ("summary.md", summary_md(res)),
+        ("seesaw.md", seesaw_md(res)),
+        ("ablation.md", ablation_md(res)),
+        ("cost.md", cost_md(res)),
+    ):
+        (out / name).write_text(text)
+        written.append(out / name)
+    written += plots.write_plots(res, out)
+    return written

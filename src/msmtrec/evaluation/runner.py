@@ -1,0 +1,441 @@
+"""Run a suite: every (dataset, seed, variant) trained and tested under one budget, appended to ``results.csv``.
+
+Layout of ``results.csv`` (long format: one value per row, so adding a metric never changes the columns)::
+
+    dataset, model, kind, base_model, seed, scenario, task, metric, value
+
+* ``model`` is the variant name (``hef``, ``hef-no-attention``, ``rechub-mmoe``), ``kind`` is ``model``,
+  ``ablation`` or ``peer``, ``base_model`` the registry name it builds (for a peer: the model it mirrors);
+* test-split cells: ``scenario`` is a scenario name or ``all`` (every scenario pooled), ``task`` a task
+  name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``;
+* run-level values have ``scenario = task = "all"`` and ``metric`` among :data:`RUN_METRICS` (parameters,
+  FLOPs, training seconds and samples/s as the trainer measures them, inference rows/s, epochs).
+
+Each run's rows are appended (and flushed) as soon as it finishes, so an interrupted benchmark resumes by
+skipping the (dataset, model, seed) triples already present. Every model sees the same prepared splits:
+the split and the ``sample`` draw are fixed by the dataset spec, never by the training seed, and the test
+split is only touched after training ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from msmtrec.data.pipeline import PreparedData, prepare_dataset
+from msmtrec.errors import ConfigError
+from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
+
+RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
+CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives")
+RUN_METRICS = (
+    "params",
+    "flops_per_sample",
+    "train_seconds",
+    "samples_per_second",
+    "inference_rows_per_second",
+    "epochs",
+    "best_epoch",
+)
+ALL = "all"
+EXPLAIN_MODEL = "hef"
+"""The model whose ``explain`` weights are averaged per scenario and plotted (the flagship)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker process needs to execute one run (picklable)."""
+
+    dataset: DatasetEntry
+    entry: ModelEntry
+    seed: int
+    train: dict[str, Any]
+    threads: int
+    explain: bool
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.dataset.label, self.entry.name, self.seed)
+
+
+@dataclass
+class RunOutput:
+    """One finished run: its ``results.csv`` rows and, for the flagship, its averaged explain weights."""
+
+    spec: RunSpec
+    rows: list[tuple]
+    explain: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ data cache
+
+_PREPARED: dict[tuple, PreparedData] = {}
+
+
+def prepared(entry: DatasetEntry) -> PreparedData:
+    """The dataset's splits, prepared once per process (every model and seed reuses the same tensors)."""
+    key = (entry.name, json.dumps(entry.overrides, sort_keys=True, default=str), entry.sample)
+    if key not in _PREPARED:
+        _PREPARED[key] = prepare_dataset(entry.name, seed=0, sample=entry.sample, overrides=entry.overrides or None)
+    return _PREPARED[key]
+
+
+# -------------------------------------------------------------------------------------------- one run
+
+
+def execute(spec: RunSpec) -> RunOutput:
+    """Train, test and time one (dataset, variant, seed); the unit of work of the benchmark."""
+    from msmtrec.evaluation import peer
+    from msmtrec.models.base import build_model
+    from msmtrec.training import TrainConfig, Trainer
+    from msmtrec.training.trainer import seed_everything
+
+    torch.set_num_threads(spec.threads)
+    data = prepared(spec.dataset)
+    schema, splits = data.schema, data.splits
+    entry = spec.entry
+    seed_everything(spec.seed)
+    if entry.kind == "peer":
+        schema, idx = peer.binary_view(schema)
+        splits = peer.binary_splits(splits, idx)
+        model = peer.build_peer(schema, entry.model, entry.config, entry.options)
+    else:
+        model = build_model(entry.model, schema, entry.config)
+    trainer = Trainer(TrainConfig(**{**spec.train, "progress": False, "device": "cpu"}), seed=spec.seed)
+    fit = trainer.fit(model, splits)
+    metrics = trainer.evaluate(model, splits["test"])
+    infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)
+
+    base = (spec.dataset.label, entry.name, entry.kind, entry.model, spec.seed)
+    rows: list[tuple] = []
+    sections = [*((s, metrics["by_scenario"][s]) for s in schema.scenarios), (ALL, metrics["overall"])]
+    for scen, cells in sections:
+        for task in schema.task_names:
+            cell = cells[task]
+            for m in CELL_METRICS:
+                v = cell.get(m)
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    rows.append((*base, scen, task, m, float(v)))
+    run_values = {
+        "params": model.num_parameters(),
+        "flops_per_sample": model.flops_per_sample(),
+        "train_seconds": fit.train_seconds,
+        "samples_per_second": fit.samples_per_second,
+        "inference_rows_per_second": infer,
+        "epochs": fit.epochs,
+        "best_epoch": fit.best_epoch,
+    }
+    rows += [(*base, ALL, ALL, k, float(v)) for k, v in run_values.items()]
+    explained = explain_by_scenario(model, splits["test"], trainer.config.eval_batch_size) if spec.explain else None
+    return RunOutput(spec, rows, explained)
+
+
+@torch.no_grad()
+def inference_rows_per_second(model: torch.nn.Module, dataset: Any, batch_size: int, repeats: int = 3) -> float:
+    """Test rows scored per second in eval mode (best of ``repeats`` passes after one warm-up pass).
+
+    The best pass is reported because the machine is shared: the minimum time is the least disturbed one.
+    """
+    was = model.training
+    model.eval()
+    inputs = [{k: v for k, v in b.items() if k != "labels"} for b in dataset.batches(batch_size)]
+    best = math.inf
+    try:
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            for b in inputs:
+                model(b)
+            if i:
+                best = min(best, time.perf_counter() - t)
+    finally:
+        model.train(was)
+    return len(dataset) / best if best > 0 else 0.0
+
+
+@torch.no_grad()
+def explain_by_scenario(model: Any, dataset: Any, batch_size: int) -> dict[str, Any] | None:
+    """``explain`` weights averaged over the test rows of each scenario (attention: over all rows and heads).
+
+    Sums are accumulated per scenario with ``index_add_`` batch by batch, so memory stays at one batch
+    whatever the split size.
+    """
+    schema = model.schema
+    n_scen = schema.num_scenarios
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(n_scen, dtype=torch.float64)
+    att_sum: torch.Tensor | None = None
+    rows = 0
+    was = model.training
+    model.eval()
+    try:
+        for b in dataset.batches(batch_size):
+            feed = {k: v for k, v in b.items() if k != "labels"}
+            out = model.explain(feed)
+            if not out:
+                return None
+            scen = b["scenario"]
+            counts += torch.bincount(scen, minlength=n_scen).double()
+            for k, v in out.items():
+                if k == "attention":
+                    a = v.double().mean(dim=1).sum(dim=0)
+                    att_sum = a if att_sum is None else att_sum + a
+                    continue
+                acc = sums.setdefault(k, torch.zeros(n_scen, v.shape[1], dtype=torch.float64))
+                acc.index_add_(0, scen, v.double())
+            rows += len(scen)
+    finally:
+        model.train(was)
+    denom = counts.clamp(min=1).unsqueeze(1)
+    return {
+        "scenarios": list(schema.scenarios),
+        "tasks": schema.task_names,
+        "fields": schema.field_names(),
+        "rows_per_scenario": counts.long().tolist(),
+        "weights": {k: (v / denom).tolist() for k, v in sums.items()},
+        "attention": (att_sum / max(rows, 1)).tolist() if att_sum is not None else None,
+    }
+
+
+# ----------------------------------------------------------------------------------------- the suite
+
+
+def plan_runs(suite: Suite, seeds: Iterable[int], threads: int) -> tuple[list[RunSpec], list[str]]:
+    """Every run of the suite, seed-major (so a partial benchmark holds whole seeds), plus skip notes."""
+    from msmtrec.evaluation.peer import rechub_available
+
+    notes: list[str] = []
+    entries = list(suite.entries)
+    if any(e.kind == "peer" for e in entries) and not rechub_available():
+        skipped = [e.name for e in entries if e.kind == "peer"]
+        notes.append(f"torch-rechub is not installed, so the peer rows {skipped} were not run "
+                     "(pip install -c constraints.txt 'msmtrec[bench]').")
+        entries = [e for e in entries if e.kind != "peer"]
+    runs = []
+    for ds in suite.datasets:
+        for seed in seeds:
+            for e in entries:
+                explain = e.kind == "model" and e.model == EXPLAIN_MODEL
+                runs.append(RunSpec(ds, e, seed, dict(suite.train), threads, explain))
+    return runs, notes
+
+
+def peer_applicable(spec: RunSpec) -> str | None:
+    """Why a peer run cannot apply to this dataset (ESMM without a funnel), or None when it can."""
+    if spec.entry.kind != "peer" or spec.entry.model != "esmm":
+        return None
+    schema = prepared(spec.dataset).schema
+    binary = [t for t in schema.tasks if t.type == "binary"]
+    if len(binary) != 2 or not any(t.inside for t in binary):
+        return (f"{spec.entry.name} skipped on {spec.dataset.label}: rechub's ESMM needs a two-task click → "
+                f"conversion funnel, and the binary tasks are {[t.name for t in binary]}.")
+    return None
+
+
+def done_runs(path: Path) -> set[tuple[str, str, int]]:
+    """(dataset, model, seed) triples that finished: their ``best_epoch`` row, the last one a run writes, exists.
+
+    A run's rows go out in one flushed write, so a run cut short by a kill is either absent or complete
+    up to that marker; an incomplete run is simply redone (its partial rows are dropped by the reports).
+    """
+    if not path.exists():
+        return set()
+    out = set()
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["metric"] == "best_epoch" and r["task"] == ALL:
+                out.add((r["dataset"], r["model"], int(r["seed"])))
+    return out
+
+
+def suite_record(suite: Suite) -> dict[str, Any]:
+    """What must not change between a benchmark and its resumption (budget, data, each entry's config)."""
+    return {
+        "name": suite.name,
+        "origin": suite.origin,
+        "train": suite.train,
+        "budget": suite.budget,
+        "datasets": [dataclasses.asdict(d) for d in suite.datasets],
+        "entries": {e.name: dataclasses.asdict(e) for e in suite.entries},
+    }
+
+
+def check_resume(out: Path, record: dict[str, Any]) -> None:
+    """Refuse to mix results produced under a different budget into one results folder."""
+    path = out / "suite.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    for key in ("train", "budget", "datasets"):
+        if json.loads(json.dumps(old.get(key), default=str)) != json.loads(json.dumps(record[key], default=str)):
+            raise ConfigError(
+                f"{out} holds results of a run with a different {key!r} (quick vs full, or an edited suite); "
+                "use another --out or delete that folder"
+            )
+    for name, entry in record["entries"].items():
+        prev = old.get("entries", {}).get(name)
+        if prev is not None and json.dumps(prev, sort_keys=True, default=str) != json.dumps(
+            entry, sort_keys=True, default=str
+        ):
+            raise ConfigError(f"{out}: variant {name!r} changed since its results were written; use another --out")
+
+
+def machine_info(threads: int, jobs: int) -> dict[str, Any]:
+    """Where the numbers come from, written beside them (timings mean nothing without it)."""
+    from msmtrec.evaluation.peer import rechub_version
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_rechub": rechub_version(),
+        "threads_per_run": threads,
+        "parallel_runs": jobs,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def run_suite(
+    suite: Suite,
+    out: Path,
+    seeds: int,
+    jobs: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+    command: str = "",
+) -> RunSummary:
+    """Execute every pending run of ``suite`` into ``out``; a failed run is noted and the others go on."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if jobs < 1 or threads < 1:
+        raise ConfigError("--jobs and --threads must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    record = suite_record(suite)
+    check_resume(out, record)
+    (out / "suite.json").write_text(json.dumps(record, indent=1, default=str))
+    info = machine_info(threads, jobs)
+    info["command"] = command
+    info["seeds"] = seeds
+    (out / "machine.json").write_text(json.dumps(info, indent=1))
+
+    results = out / "results.csv"
+    runs, notes = plan_runs(suite, range(seeds), threads)
+    finished = done_runs(results)
+    pending: list[RunSpec] = []
+    for r in runs:
+        if r.key in finished:
+            continue
+        why = peer_applicable(r)
+        if why:
+            if why not in notes:
+                notes.append(why)
+            continue
+        pending.append(r)
+    (out / "notes.json").write_text(json.dumps(notes, indent=1))
+    explain_dir = out / "explain"
+
+    new = not results.exists()
+    with results.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(RESULT_COLUMNS)
+            f.flush()
+        bar = tqdm(total=len(runs), initial=len(runs) - len(pending), disable=not progress, unit="run",
+                   desc=f"benchmark {suite.name}", dynamic_ncols=True)
+
+        def record_output(res: RunOutput) -> None:
+            writer.writerows(res.rows)
+            f.flush()
+            if res.explain is not None:
+                explain_dir.mkdir(exist_ok=True)
+                ds, name, seed = res.spec.key
+                (explain_dir / f"{ds}__{name}__seed{seed}.json").write_text(json.dumps(res.explain))
+            auc = next((r[-1] for r in res.rows if r[5] == ALL and r[7] == "auc"), None)
+            bar.set_postfix_str(f"{res.spec.dataset.label}/{res.spec.entry.name}/seed{res.spec.seed}"
+                                + (f" auc={auc:.4f}" if auc is not None else ""))
+            bar.update(1)
+
+        def record_failure(spec: RunSpec, error: BaseException) -> None:
+            # One broken run must not throw away the hours the others take: note it, go on, fail at the end.
+            msg = f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed} failed: {type(error).__name__}: {error}"
+            failures.append(msg)
+            notes.append(msg)
+            (out / "notes.json").write_text(json.dumps(notes, indent=1))
+            tqdm.write(f"error: {msg}", file=sys.stderr)
+            bar.update(1)
+
+        failures: list[str] = []
+        try:
+            if jobs == 1:
+                for spec in pending:
+                    bar.set_description(f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed}")
+                    try:
+                        res = execute(spec)
+                    except Exception as e:  # noqa: BLE001 - reported in notes.json and at the end
+                        record_failure(spec, e)
+                        continue
+                    record_output(res)
+            else:
+                ctx = get_context("spawn")  # fork after torch started its thread pool can deadlock
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                    futures = {pool.submit(execute, spec): spec for spec in pending}
+                    for fut in as_completed(futures):
+                        try:
+                            res = fut.result()
+                        except Exception as e:  # noqa: BLE001 - reported in notes.json and at the end
+                            record_failure(futures[fut], e)
+                            continue
+                        record_output(res)
+        finally:
+            bar.close()
+    return RunSummary(results, len(pending) - len(failures), failures)
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_suite` did: where the results are, how many runs it added, which ones failed."""
+
+    results: Path
+    completed: int
+    failures: list[str]
+
+
+def seeds_in(results: Path) -> list[int]:
+    """Seeds present in a results file (for the reports' headers)."""
+    with results.open(newline="") as f:
+        return sorted({int(r["seed"]) for r in csv.DictReader(f)})
+
+
+def np_mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for a single value) and count."""
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return math.nan, math.nan, 0
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, int(a.size)

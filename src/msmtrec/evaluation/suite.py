@@ -1,0 +1,286 @@
+"""Benchmark suites: which models, ablations and peer implementations run on which datasets, with one budget.
+
+A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
+
+    name: hillstrom
+    datasets:                       # spec names or paths; overrides are dotted spec keys (like --set)
+      - {name: hillstrom}
+      - {name: synthetic, overrides: {files.path: synthetic/*.parquet}}
+    train: {batch_size: 1024, max_epochs: 10, patience: 2, lr: 0.001}   # TrainConfig, the same for all
+    budget: {embed_dim: 16, dropout: 0.1}                                # forced on every model
+    models:                         # our models; `name` is the variant name, `model` the registry name
+      - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
+    ablations:                      # variants of one model with a switch turned off
+      - {name: hef-no-attention, model: hef, switch: attention=off, config: {attention: false}}
+    peers:                          # other libraries' implementations of one of our model entries
+      - {name: rechub-mmoe, library: torch_rechub, like: mmoe}
+    quick: {sample: 3000, max_epochs: 1, seeds: 1, models: [single_task, mmoe, hef]}
+
+Why the budget is a separate section: a fair comparison needs every model to see the same embedding size
+and the same training schedule, so those are set once and a model entry that tries to change them is an
+error rather than a silently unfair row. Peers take their sizes from the resolved config of the model entry
+they mirror (``like``), so "same sizes" holds by construction instead of by copying numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from msmtrec.config import build_config
+from msmtrec.errors import ConfigError
+from msmtrec.models.base import model_class, registered_models
+
+SUITE_PACKAGE = "msmtrec.evaluation"
+PEER_LIBRARIES = ("torch_rechub",)
+KINDS = ("model", "ablation", "peer")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a suite: a spec name or path plus dotted spec overrides."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sample: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Short name used in file names and tables (the spec file's stem for a path)."""
+        return Path(self.name).stem if self.name.endswith((".yaml", ".yml")) else self.name
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the benchmark: a variant name, what builds it, and its resolved settings."""
+
+    name: str
+    kind: str
+    """``model`` (ours), ``ablation`` (ours, a switch turned off) or ``peer`` (another library)."""
+    model: str
+    """Registry name of our model; for a peer, the name of our model it mirrors (``mmoe``, ``ple``...)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Overrides passed to ``build_model`` (budget included); for a peer, the mirrored entry's config."""
+    switch: str = ""
+    """For ablations: a short description of what was turned off."""
+    library: str = ""
+    """For peers: the library providing the implementation."""
+    like: str = ""
+    """For peers: the variant name of our entry whose sizes the peer copies."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """For peers: adapter options (``scenario_feature``)."""
+
+
+@dataclass
+class Suite:
+    """A parsed, validated suite."""
+
+    name: str
+    origin: str
+    datasets: list[DatasetEntry]
+    train: dict[str, Any]
+    budget: dict[str, Any]
+    entries: list[ModelEntry]
+    quick: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def entry(self, name: str) -> ModelEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise ConfigError(f"{self.origin}: no model entry named {name!r}")
+
+    def quick_version(self) -> Suite:
+        """The CI-sized suite: fewer rows and epochs, one seed, and the listed models only."""
+        q = dict(self.quick)
+        keep = q.get("models")
+        entries = self.entries if not keep else [e for e in self.entries if e.name in set(keep)]
+        # a peer or ablation needs nothing else at run time, so filtering cannot break references
+        train = {**self.train, "max_epochs": int(q.get("max_epochs", 1))}
+        sample = q.get("sample", 3000)
+        datasets = [dataclasses.replace(d, sample=sample if sample is not None else d.sample) for d in self.datasets]
+        return Suite(self.name, self.origin, datasets, train, self.budget, entries, q, self.description)
+
+
+def shipped_suites() -> list[str]:
+    """Names of the suites shipped as package data."""
+    base = resources.files(SUITE_PACKAGE) / "suites"
+    return sorted(p.name[: -len(".yaml")] for p in base.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_suite_path(suite: str | Path) -> Path:
+    """A shipped suite name (``hillstrom``) or a path to a YAML file."""
+    p = Path(suite)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"suite file {p} does not exist")
+        return p
+    shipped = Path(str(resources.files(SUITE_PACKAGE) / "suites" / f"{suite}.yaml"))
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"unknown suite {str(suite)!r}: not a file, and not one of the shipped suites {shipped_suites()}")
+
+
+def load_suite(suite: str | Path) -> Suite:
+    """Read and validate a suite; every model config is built once here so typos fail before any training."""
+    path = resolve_suite_path(suite)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    known = {"name", "description", "datasets", "train", "budget", "models", "ablations", "peers", "quick"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+
+    datasets = [_dataset(d, f"{where}: datasets[{i}]") for i, d in enumerate(_list(raw, "datasets", where))]
+    if not datasets:
+        raise ConfigError(f"{where}: datasets must list at least one dataset")
+    labels = [d.label for d in datasets]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: dataset names must be unique, got {labels}")
+
+    train = dict(raw.get("train") or {})
+    from msmtrec.training.config import TrainConfig
+
+    build_config(TrainConfig, train, where=f"{where}: train")
+    budget = dict(raw.get("budget") or {})
+    allowed_budget = {"embed_dim", "dropout"}
+    if set(budget) - allowed_budget:
+        raise ConfigError(f"{where}: budget may set only {sorted(allowed_budget)}, got {sorted(budget)}")
+
+    entries: list[ModelEntry] = []
+    for i, item in enumerate(_list(raw, "models", where)):
+        entries.append(_model_entry(item, "model", budget, f"{where}: models[{i}]"))
+    for i, item in enumerate(_list(raw, "ablations", where)):
+        entries.append(_model_entry(item, "ablation", budget, f"{where}: ablations[{i}]"))
+    ours = {e.name: e for e in entries}
+    for i, item in enumerate(_list(raw, "peers", where)):
+        entries.append(_peer_entry(item, ours, f"{where}: peers[{i}]"))
+    names = [e.name for e in entries]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{where}: variant names must be unique; repeated: {dup}")
+    if not entries:
+        raise ConfigError(f"{where}: the suite lists no models")
+
+    quick = dict(raw.get("quick") or {})
+    bad = sorted(set(quick) - {"sample", "max_epochs", "seeds", "models"})
+    if bad:
+        raise ConfigError(f"{where}: quick: unknown key(s) {bad}")
+    missing = sorted(set(quick.get("models") or []) - set(names))
+    if missing:
+        raise ConfigError(f"{where}: quick.models names unknown variant(s) {missing}")
+    return Suite(
+        name=str(raw.get("name") or path.stem),
+        origin=where,
+        datasets=datasets,
+        train=train,
+        budget=budget,
+        entries=entries,
+        quick=quick,
+        description=str(raw.get("description") or "").strip(),
+    )
+
+
+def _list(raw: dict, key: str, where: str) -> list:
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {key} must be a list")
+    return value
+
+
+def _dataset(item: Any, where: str) -> DatasetEntry:
+    if isinstance(item, str):
+        return DatasetEntry(item)
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(f"{where}: expected a spec name or {{name: ..., overrides: {{...}}}}")
+    bad = sorted(set(item) - {"name", "overrides", "sample"})
+    if bad:
+        raise ConfigError(f"{where}: unknown key(s) {bad}")
+    overrides = item.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: overrides must be a mapping of dotted spec keys to values")
+    sample = item.get("sample")
+    return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None)
+
+
+def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> ModelEntry:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(f"{where}: expected {{name: ..., model: ..., config: {{...}}}}")
+    bad = sorted(set(item) - {"name", "model", "config", "switch"})
+    if bad:
+        raise ConfigError(f"{where}: unknown key(s) {bad}")
+    name = str(item["name"])
+    model = str(item.get("model") or name)
+    if model not in registered_models():
+        raise ConfigError(f"{where}: unknown model {model!r}; registered models: {registered_models()}")
+    config = dict(item.get("config") or {})
+    clash = sorted(set(config) & set(budget))
+    if clash:
+        raise ConfigError(f"{where}: {clash} is part of the suite budget and the same for every model")
+    fields = {f.name for f in dataclasses.fields(model_class(model).Config)}
+    config.update({k: v for k, v in budget.items() if k in fields})
+    resolved = build_config(model_class(model).Config, config, where=f"{where} ({model})")
+    if kind == "ablation" and not item.get("switch"):
+        raise ConfigError(f"{where}: an ablation needs `switch:` (what it turns off, for the table)")
+    del resolved  # built only to validate; runs rebuild it against each dataset's schema
+    return ModelEntry(name=name, kind=kind, model=model, config=config, switch=str(item.get("switch") or ""))
+
+
+def _peer_entry(item: Any, ours: dict[str, ModelEntry], where: str) -> ModelEntry:
+    from msmtrec.evaluation.peer import PEER_MODELS
+
+    if not isinstance(item, dict) or "name" not in item or "like" not in item:
+        raise ConfigError(f"{where}: expected {{name: ..., library: torch_rechub, like: OUR_VARIANT}}")
+    bad = sorted(set(item) - {"name", "library", "like", "scenario_feature"})
+    if bad:
+        raise ConfigError(f"{where}: unknown key(s) {bad}")
+    library = str(item.get("library") or "torch_rechub")
+    if library not in PEER_LIBRARIES:
+        raise ConfigError(f"{where}: library {library!r} is not one of {list(PEER_LIBRARIES)}")
+    like = str(item["like"])
+    if like not in ours:
+        raise ConfigError(f"{where}: like: {like!r} is not a model entry of this suite ({sorted(ours)})")
+    mirrored = ours[like]
+    if mirrored.model not in PEER_MODELS:
+        raise ConfigError(f"{where}: {library} has no counterpart of {mirrored.model!r}; it has {sorted(PEER_MODELS)}")
+    cfg = config_dict_of(mirrored)
+    return ModelEntry(
+        name=str(item["name"]),
+        kind="peer",
+        model=mirrored.model,
+        config=cfg,
+        library=library,
+        like=like,
+        options={"scenario_feature": bool(item.get("scenario_feature", True))},
+    )
+
+
+def config_dict_of(entry: ModelEntry) -> dict[str, Any]:
+    """The fully resolved config (defaults filled in) of one of our entries, as plain data."""
+    cls = model_class(entry.model)
+    cfg = build_config(cls.Config, entry.config, where=f"model {entry.model}")
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+__all__ = [
+    "DatasetEntry",
+    "KINDS",
+    "ModelEntry",
+    "Suite",
+    "load_suite",
+    "resolve_suite_path",
+    "shipped_suites",
+]

@@ -1,0 +1,182 @@
+"""HEF — the flagship hierarchical expert fusion model of msmtrec, built from published parts:
+
+* field self-attention (AutoInt, Song et al., CIKM 2019) so fields interact before any routing;
+* a STAR base (Sheng et al., CIKM 2021, arXiv 2101.11427): partitioned normalisation + star-topology FC
+  layers conditioned on the scenario, and STAR's auxiliary scenario network whose logit is added to every
+  task's logit;
+* progressive layered extraction (PLE, Tang et al., RecSys 2020) with three expert groups — shared,
+  scenario-specific and task-specific (as in M3oE, Zhang et al., SIGIR 2024, and HiNet, Zhou et al.,
+  arXiv 2303.06095) — whose gates see ``representation ⊕ scenario embedding``;
+* a learnable balanced mixing of the shared, scenario and task representations per (scenario, task)
+  instead of the last level's group gate, with a regulariser (KL of each scenario's mean shared-expert
+  usage to uniform, scenarios weighted equally) so large scenarios cannot monopolise the shared experts;
+* a tower per task, funnel tasks composed ESMM-style (Ma et al., SIGIR 2018).
+
+Every component is an ablation switch: ``attention``, ``star``, ``levels``, ``scenario_experts``,
+``task_experts``, ``mixing`` — each removes exactly the parameters it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from msmtrec.data.schema import Batch, Schema
+from msmtrec.layers import (
+    AuxiliaryNetwork,
+    BalancedMixing,
+    FieldEmbedding,
+    FieldSelfAttention,
+    GroupedExtractionLayer,
+    StarNetwork,
+    TaskHeads,
+    scenario_balance_loss,
+)
+from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+
+
+@dataclass
+class HEFConfig(ModelConfig):
+    attention: bool = True
+    """Field self-attention before the STAR base (ablation: off → fields go straight to the base)."""
+    attention_heads: int = 2
+    """Attention heads; ``embed_dim`` must be divisible by it."""
+    attention_layers: int = 1
+    """Stacked interacting layers."""
+    star: bool = True
+    """PN + scenario weights in the base, and the auxiliary scenario network (off → plain shared MLP base)."""
+    star_dims: tuple[int, ...] = (64,)
+    """Hidden sizes of the base network."""
+    aux_dims: tuple[int, ...] = (16,)
+    """Hidden sizes of the auxiliary scenario network."""
+    scenario_dim: int = 8
+    """Size of the scenario embeddings (gate context; the auxiliary network has its own)."""
+    levels: int = 2
+    """Extraction levels (1 = a single mixture-of-experts layer)."""
+    shared_experts: int = 2
+    """Shared experts per level (at least one)."""
+    scenario_experts: int = 1
+    """Experts per scenario per level (0 = no scenario experts)."""
+    task_experts: int = 1
+    """Experts per task per level (0 = no task experts)."""
+    expert_dims: tuple[int, ...] = (64,)
+    """Hidden sizes of every expert MLP."""
+    mixing: Literal["learned", "uniform"] = "learned"
+    """How the last level fuses (shared, scenario, task) representations per (scenario, task)."""
+    mixing_input: bool = True
+    """Let the base representation modulate the learned mixing logits per row."""
+    balance_weight: float = 0.01
+    """Weight of the scenario-balance regulariser returned by :meth:`regularization_loss`."""
+    funnel: bool = True
+    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
+
+
+@register("hef")
+class HEF(MultiTaskModel):
+    Config = HEFConfig
+
+    def __init__(self, schema: Schema, config: HEFConfig) -> None:
+        super().__init__(schema, config)
+        c = config
+        require(c.levels >= 1, "hef: levels must be >= 1")
+        require(c.shared_experts >= 1, "hef: shared_experts must be >= 1")
+        require(c.scenario_experts >= 0 and c.task_experts >= 0, "hef: expert counts must be >= 0")
+        require(
+            c.mixing in ("learned", "uniform"),
+            f"hef: mixing must be 'learned' or 'uniform', got {c.mixing!r}",
+        )
+        require(len(c.star_dims) > 0 and len(c.expert_dims) > 0, "hef: star_dims and expert_dims must be set")
+        require(
+            not c.attention or c.embed_dim % c.attention_heads == 0,
+            f"hef: embed_dim {c.embed_dim} not divisible by attention_heads {c.attention_heads}",
+        )
+        n_scen, n_tasks = schema.num_scenarios, len(self.task_names)
+        in_dim = schema.num_fields * c.embed_dim
+        self.embedding = FieldEmbedding(schema, c.embed_dim)
+        self.attention = (
+            FieldSelfAttention(schema.num_fields, c.embed_dim, c.attention_heads, c.attention_layers)
+            if c.attention
+            else None
+        )
+        self.base = StarNetwork(in_dim, c.star_dims, n_scen, c.dropout, star=c.star)
+        self.scenario_embedding = nn.Embedding(n_scen, c.scenario_dim)
+        nn.init.normal_(self.scenario_embedding.weight, std=0.1)
+        dims = tuple(c.expert_dims)
+        self.extraction = nn.ModuleList(
+            GroupedExtractionLayer(
+                self.base.out_dim if lvl == 0 else dims[-1],
+                c.scenario_dim,
+                self.task_names,
+                n_scen,
+                c.shared_experts,
+                c.scenario_experts,
+                c.task_experts,
+                dims,
+                c.dropout,
+                final=lvl == c.levels - 1,
+            )
+            for lvl in range(c.levels)
+        )
+        self.mixing = BalancedMixing(
+            n_scen,
+            n_tasks,
+            present=(True, c.scenario_experts > 0, c.task_experts > 0),
+            mode=c.mixing,
+            input_dim=self.base.out_dim if c.mixing_input else 0,
+        )
+        self.aux = AuxiliaryNetwork(in_dim, n_scen, n_tasks, c.scenario_dim, c.aux_dims, c.dropout) if c.star else None
+        self.heads = TaskHeads(schema, dims[-1], c.tower_dims, c.dropout, c.funnel)
+        self._balance: torch.Tensor | None = None
+
+    def _run(self, batch: Batch, details: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        scenario = batch["scenario"]
+        tokens = self.embedding(batch)
+        info: dict[str, torch.Tensor] = {}
+        raw_flat = tokens.flatten(1)
+        if self.attention is not None:
+            tokens, attn = self.attention(tokens)
+            if details:
+                info["attention"] = attn
+        h = self.base(tokens.flatten(1), scenario)
+        context = self.scenario_embedding(scenario)
+        n_tasks = len(self.task_names)
+        task_in: list[torch.Tensor] = [h] * n_tasks
+        shared_in, scenario_in = h, h
+        usage: list[torch.Tensor] = []
+        last = len(self.extraction) - 1
+        for lvl, layer in enumerate(self.extraction):
+            mixing = [self.mixing(scenario, t, h) for t in range(n_tasks)] if lvl == last else None
+            out = layer(task_in, shared_in, scenario_in, scenario, context, mixing)
+            usage.extend(out.shared_usage)
+            if details:
+                info.update({f"gates/level{lvl}/{k}": v for k, v in out.gates.items()})
+                if mixing is not None:
+                    info.update({f"mixing/{name}": w for name, w in zip(self.task_names, mixing, strict=True)})
+            task_in = out.task
+            if out.shared is not None:
+                shared_in = out.shared
+            if out.scenario is not None:
+                scenario_in = out.scenario
+        extra = self.aux(raw_flat, scenario) if self.aux is not None else None
+        outputs = self.heads(task_in, extra)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            # A Python-side cache for the trainer; skipped while tracing/exporting, where it is not part of
+            # the served graph and would leak a traced tensor into the module.
+            n = self.schema.num_scenarios
+            self._balance = torch.stack([scenario_balance_loss(u, scenario, n) for u in usage]).mean()
+        return outputs, info
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._run(batch, details=False)[0]
+
+    def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._run(batch, details=True)[1]
+
+    def regularization_loss(self) -> torch.Tensor:
+        """``balance_weight`` × the scenario-balance term of the last forward (0 before any forward)."""
+        if self._balance is None:
+            return super().regularization_loss()
+        return self.config.balance_weight * self._balance

@@ -1,0 +1,86 @@
+"""PEPNet (Chang et al., "PEPNet: Parameter and Embedding Personalized Network for Infusing with
+Personalized Prior Information", KDD 2023).
+
+* EPNet: a gate NU on ``scenario embedding ⊕ stop_gradient(field embeddings)`` produces one scale in
+  (0, 2) per field, personalising the *embeddings* to the scenario;
+* PPNet: per-layer gate NUs on ``prior ⊕ stop_gradient(EPNet output)`` produce, for every task, a scale
+  for each hidden unit of that task's tower, personalising the *parameters* of every tower.
+
+The stop-gradients are the paper's: the gates may read the embeddings but must not reshape them to suit
+the gating (which would let the gate and the towers pull the shared embeddings in opposite directions).
+Our schema has no separate persona fields, so the scenario embedding is the prior for both nets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msmtrec.data.schema import Batch, Schema
+from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs
+from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+
+
+@dataclass
+class PEPNetConfig(ModelConfig):
+    tower_dims: tuple[int, ...] = (64, 32)
+    """Hidden sizes of each task tower; each hidden layer is scaled by a PPNet gate."""
+    scenario_dim: int = 8
+    """Size of the scenario (prior) embedding fed to the gates."""
+    gate_hidden: int = 32
+    """Hidden size of every gate NU."""
+    gamma: float = 2.0
+    """Gate NU output range (0, gamma)."""
+    funnel: bool = True
+    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
+
+
+@register("pepnet")
+class PEPNet(MultiTaskModel):
+    Config = PEPNetConfig
+
+    def __init__(self, schema: Schema, config: PEPNetConfig) -> None:
+        super().__init__(schema, config)
+        require(len(config.tower_dims) > 0, "pepnet: tower_dims must not be empty")
+        c = config
+        n_tasks, n_fields = len(self.task_names), schema.num_fields
+        in_dim = n_fields * c.embed_dim
+        self.embedding = FieldEmbedding(schema, c.embed_dim)
+        self.scenario_embedding = nn.Embedding(schema.num_scenarios, c.scenario_dim)
+        nn.init.normal_(self.scenario_embedding.weight, std=0.1)
+        self.epnet = GateNU(c.scenario_dim + in_dim, n_fields, c.gate_hidden, c.gamma)
+        self.ppnet = nn.ModuleList(
+            GateNU(c.scenario_dim + in_dim, n_tasks * h, c.gate_hidden, c.gamma) for h in c.tower_dims
+        )
+        sizes = [in_dim, *c.tower_dims]
+        self.towers = nn.ModuleList(
+            nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)) for _ in range(n_tasks)
+        )
+        self.outs = nn.ModuleList(nn.Linear(sizes[-1], 1) for _ in range(n_tasks))
+        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+
+    def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        tokens = self.embedding(batch)
+        prior = self.scenario_embedding(batch["scenario"])
+        field_gate = self.epnet(torch.cat([prior, tokens.flatten(1).detach()], dim=1))  # [B, F]
+        x0 = (tokens * field_gate.unsqueeze(-1)).flatten(1)
+        pp_in = torch.cat([prior, x0.detach()], dim=1)
+        n_tasks = len(self.task_names)
+        gates = [g(pp_in).reshape(x0.shape[0], n_tasks, -1) for g in self.ppnet]  # per layer [B, T, h]
+        raw: list[torch.Tensor] = []
+        for t, (layers, out) in enumerate(zip(self.towers, self.outs, strict=True)):
+            h = x0
+            for layer, gate in zip(layers, gates, strict=True):
+                h = self.dropout(F.relu(layer(h)) * gate[:, t])
+            raw.append(out(h).squeeze(-1))
+        return compose_outputs(self.schema, raw, self.config.funnel), {"epnet": field_gate}
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._run(batch)[0]
+
+    def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``epnet``: ``[B, F]`` per-field embedding scales in (0, gamma)."""
+        return self._run(batch)[1]

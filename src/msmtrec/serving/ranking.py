@@ -1,0 +1,180 @@
+"""Turning per-task predictions into a page: objective values, ad revenue, and slot assignment.
+
+Everything here is plain NumPy over arrays of candidates, so it is testable with hand-made predictions
+and independent of any model.
+
+Value of a candidate under an objective with task weights ``w``::
+
+    value_i = sum_t w_t * pred_t(i) * (price_i if t in objective.price_tasks else 1)
+
+where binary predictions are probabilities and regression predictions are in original units, so a
+weight is "the value of one click", "the value of one conversion" or "the value of one unit of spend".
+
+An ad additionally earns its expected revenue: ``bid * p(click)`` for ``cpc`` bids or
+``bid * p(conversion)`` for ``cpa`` bids, scaled by ``objective.ad_weight``. An ad's worth on the page is
+``ad_weight * revenue + value`` (a promoted item can still be clicked and bought). The page is filled
+greedily slot by slot: at each position the best remaining organic item is placed unless the best
+remaining ad may take that position (allowed position, ad budget left) and is worth strictly more than
+every organic item still waiting, so an ad never displaces an organic item worth more than itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from msmtrec.data.schema import Schema
+
+
+@dataclass
+class Objective:
+    """What a page is optimised for (see module docstring)."""
+
+    weights: dict[str, float]
+    price_tasks: tuple[str, ...] = ()
+    ad_weight: float = 1.0
+    click_task: str | None = None
+    conversion_task: str | None = None
+
+
+@dataclass
+class Slots:
+    """The page: ``positions`` slots (1-based), at most ``max_ads`` ads, only in ``ad_positions`` (None: any)."""
+
+    positions: int = 10
+    max_ads: int = 0
+    ad_positions: tuple[int, ...] | None = None
+
+
+@dataclass
+class Candidates:
+    """Per-candidate arrays beside the predictions (length n each)."""
+
+    is_ad: np.ndarray
+    bid: np.ndarray
+    cpa: np.ndarray
+    price: np.ndarray
+
+    @classmethod
+    def organic(cls, n: int) -> Candidates:
+        return cls(np.zeros(n, bool), np.zeros(n), np.zeros(n, bool), np.ones(n))
+
+
+@dataclass
+class Page:
+    """Chosen candidate indices in page order, with the figures they were ranked by."""
+
+    order: list[int]
+    value: np.ndarray
+    revenue: np.ndarray
+    worth: np.ndarray
+    positions: list[int] = field(default_factory=list)
+
+
+def default_click_task(schema: Schema) -> str | None:
+    """The first binary task that another task sits inside (the funnel top), else the first binary task."""
+    parents = [t.inside for t in schema.tasks if t.inside]
+    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    for p in parents:
+        if p in binary:
+            return p
+    return binary[0] if binary else None
+
+
+def default_conversion_task(schema: Schema) -> str | None:
+    """The first binary task declared inside another (the funnel bottom), else the second binary task."""
+    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    for t in schema.tasks:
+        if t.inside and t.type == "binary":
+            return t.name
+    return binary[1] if len(binary) > 1 else None
+
+
+def default_weights(schema: Schema, config: Mapping | None = None) -> dict[str, float]:
+    """Objective weights from the run config (``serving.objective`` or ``objective``), else 1 per binary task."""
+    config = config or {}
+    serving = config.get("serving") if isinstance(config.get("serving"), Mapping) else {}
+    for source in (serving.get("objective") if serving else None, config.get("objective")):
+        if isinstance(source, Mapping):
+            w = source.get("weights", source)
+            if isinstance(w, Mapping) and w:
+                return {str(k): float(v) for k, v in w.items() if k in schema.task_names}
+    return {t.name: 1.0 for t in schema.tasks if t.type == "binary"}
+
+
+def candidate_values(
+    predictions: Mapping[str, np.ndarray], objective: Objective, cands: Candidates
+) -> tuple[np.ndarray, np.ndarray]:
+    """Objective value and ad revenue per candidate (revenue is 0 for organic candidates), vectorised."""
+    n = len(cands.is_ad)
+    value = np.zeros(n)
+    for task, w in objective.weights.items():
+        if w == 0.0:
+            continue
+        term = w * np.asarray(predictions[task], dtype=np.float64)
+        if task in objective.price_tasks:
+            term = term * cands.price
+        value += term
+    revenue = np.zeros(n)
+    if cands.is_ad.any():
+        p_click = predictions[objective.click_task] if objective.click_task else np.zeros(n)
+        p_conv = predictions[objective.conversion_task] if objective.conversion_task else np.zeros(n)
+        per_action = np.where(cands.cpa, np.asarray(p_conv, np.float64), np.asarray(p_click, np.float64))
+        revenue = np.where(cands.is_ad, cands.bid * per_action, 0.0)
+    return value, revenue
+
+
+def assemble_page(
+    value: np.ndarray, revenue: np.ndarray, is_ad: np.ndarray, slots: Slots, ad_weight: float = 1.0
+) -> Page:
+    """Fill ``slots`` greedily: organic by value, ads by worth, ads only where allowed and worth more."""
+    worth = np.where(is_ad, ad_weight * revenue + value, value)
+    idx = np.arange(len(value))
+    # stable sort on -worth keeps request order among ties, so results are deterministic
+    organic = idx[~is_ad][np.argsort(-worth[~is_ad], kind="stable")].tolist()
+    ads = idx[is_ad][np.argsort(-worth[is_ad], kind="stable")].tolist()
+    allowed = None if slots.ad_positions is None else set(slots.ad_positions)
+    order: list[int] = []
+    positions: list[int] = []
+    oi = ai = 0
+    for pos in range(1, slots.positions + 1):
+        ad_ok = ai < len(ads) and ai < slots.max_ads and (allowed is None or pos in allowed)
+        if ad_ok and (oi >= len(organic) or worth[ads[ai]] > worth[organic[oi]]):
+            order.append(ads[ai])
+            ai += 1
+        elif oi < len(organic):
+            order.append(organic[oi])
+            oi += 1
+        else:
+            break  # nothing may fill this position; a page has no gaps
+        positions.append(pos)
+    return Page(order, value, revenue, worth, positions)
+
+
+def rank(
+    predictions: Mapping[str, np.ndarray], objective: Objective, slots: Slots, cands: Candidates
+) -> Page:
+    """Values, revenue and the page in one call."""
+    value, revenue = candidate_values(predictions, objective, cands)
+    return assemble_page(value, revenue, cands.is_ad, slots, objective.ad_weight)
+
+
+def check_objective(objective: Objective, schema: Schema) -> list[str]:
+    """Problems with an objective, each naming the field (empty when fine)."""
+    names = set(schema.task_names)
+    binary = {t.name for t in schema.tasks if t.type == "binary"}
+    errors = [f"objective.weights.{k}: unknown task; tasks are {schema.task_names}" for k in objective.weights
+              if k not in names]
+    errors += [f"objective.price_tasks: unknown task {k!r}" for k in objective.price_tasks if k not in names]
+    for fname in ("click_task", "conversion_task"):
+        v = getattr(objective, fname)
+        if v is not None and v not in binary:
+            errors.append(f"objective.{fname}: {v!r} is not a binary task; binary tasks are {sorted(binary)}")
+    return errors
+
+
+def ordered_positions(values: Sequence[int] | None) -> tuple[int, ...] | None:
+    """Deduplicated, sorted ad positions (or None for 'any position')."""
+    return None if values is None else tuple(sorted(set(int(v) for v in values)))

@@ -1,0 +1,342 @@
+"""Run directories: train a model from a data spec into RUN_DIR, resume it, and re-evaluate it.
+
+This is the glue between the data pipeline, the model registry and :class:`Trainer`; the CLI only parses
+arguments and calls these functions. A run directory holds:
+
+``config.yaml``        resolved config: ``model_name``, ``data`` (spec as given), ``dataset`` (its name),
+                       ``sample``, ``seed``, ``model`` (every model setting), ``train`` (every trainer
+                       setting), ``world_size``, ``msmtrec_version``. It is also a valid ``--config`` file.
+``preprocessor.json``  the fitted preprocessing artifact (absent for the built-in ``planted`` data).
+``schema.json``        the encoded-data schema the model was built from.
+``model.pt``           best-validation weights: a plain state dict (``torch.load(weights_only=True)``).
+``last.pt``            resumable training state (see :mod:`msmtrec.training.trainer`).
+``history.csv``        one row per epoch: train loss per task, validation metrics, monitored value.
+``metrics.json``       test-split metrics (schema in :mod:`msmtrec.training.metrics`).
+
+Data specs: a shipped dataset name (``hillstrom``), a spec YAML path, a directory written by
+``msmtrec data prepare``, or ``planted[:ROWS]`` — generated data with a planted signal (three tasks, a
+funnel, a regression target and user ids), for smoke tests that need no files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import msmtrec
+from msmtrec.config import build_config
+from msmtrec.data.dataset import TensorDataset
+from msmtrec.data.planted import planted_batch
+from msmtrec.data.schema import Schema, Task, synthetic_schema
+from msmtrec.errors import ConfigError
+from msmtrec.models.base import MultiTaskModel, build_model, config_dict, model_class
+from msmtrec.training import io
+from msmtrec.training.config import TrainConfig
+from msmtrec.training.distributed import DistContext, init_distributed, shutdown_distributed
+from msmtrec.training.metrics import compute_metrics, format_table, predict_split
+from msmtrec.training.trainer import MODEL_FILE, STATE_FILE, Trainer, seed_everything
+
+CONFIG_FILE = "config.yaml"
+SCHEMA_FILE = "schema.json"
+METRICS_FILE = "metrics.json"
+PREPROCESSOR_FILE = "preprocessor.json"
+_CONFIG_KEYS = ("model_name", "data", "dataset", "sample", "seed", "model", "train", "world_size", "msmtrec_version")
+_RAW_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".zip", ".bz2", ".xz")
+
+
+@dataclass
+class LoadedData:
+    """What the trainer needs from the data layer, whichever source it came from."""
+
+    name: str
+    schema: Schema
+    splits: dict[str, TensorDataset]
+    preprocessor: Any | None = None
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def planted_schema() -> Schema:
+    """Schema of the built-in ``planted`` data: click, buy inside click, a regression value, user ids."""
+    tasks = (Task("click", "binary"), Task("buy", "binary", inside="click"), Task("value", "regression", weight=0.5))
+    return dataclasses.replace(synthetic_schema(tasks=tasks), user_id="user_id")
+
+
+def load_planted(rows: int) -> LoadedData:
+    """Planted-signal splits (80/10/10) with ~20 rows per user; fixed data seed, like a spec's split seed."""
+    schema = planted_schema()
+    full = planted_batch(schema, rows, seed=0)
+    full["labels"][:, 2] /= 3.0  # unit-scale regression target, so its MSE does not swamp the BCE terms
+    full["user_id"] = torch.randint(0, max(rows // 20, 1), (rows,), generator=torch.Generator().manual_seed(1))
+    a, b = int(rows * 0.8), int(rows * 0.9)
+    splits = {
+        "train": TensorDataset({k: v[:a] for k, v in full.items()}),
+        "valid": TensorDataset({k: v[a:b] for k, v in full.items()}),
+        "test": TensorDataset({k: v[b:] for k, v in full.items()}),
+    }
+    return LoadedData(f"planted:{rows}", schema, splits)
+
+
+def _pipeline() -> Any:
+    try:
+        from msmtrec.data import pipeline
+    except ModuleNotFoundError as e:  # pragma: no cover - only before the data pipeline lands
+        if e.name == "msmtrec.data.pipeline":
+            raise ConfigError("the data pipeline (msmtrec.data.pipeline) is missing; use --data planted") from None
+        raise
+    return pipeline
+
+
+def load_data(spec: str, seed: int = 0, sample: int | None = None) -> LoadedData:
+    """Encoded splits for ``spec`` (see the module docstring for the accepted forms)."""
+    if spec == "planted" or spec.startswith("planted:"):
+        try:
+            rows = int(spec.split(":", 1)[1]) if ":" in spec else 4000
+        except ValueError:
+            raise ConfigError(f"--data {spec!r}: expected planted or planted:ROWS") from None
+        return load_planted(sample if sample is not None else rows)
+    pipeline = _pipeline()
+    path = Path(spec)
+    if path.is_dir() and (path / PREPROCESSOR_FILE).exists():
+        prepared = pipeline.load_prepared(path)
+    else:
+        prepared = pipeline.prepare_dataset(spec, seed=seed, sample=sample)
+    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+def split_overrides(sets: dict[str, Any], model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route ``--set`` keys: ``model.x`` → model config, ``train.x`` → trainer config.
+
+    A bare ``x`` goes to whichever of the two has a field ``x``; a name both have (or neither) is an
+    error that asks for the prefix.
+    """
+    model_fields = {f.name for f in dataclasses.fields(model_class(model_name).Config)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_o: dict[str, Any] = {}
+    train_o: dict[str, Any] = {}
+    for key, value in sets.items():
+        if key.startswith("model."):
+            model_o[key[6:]] = value
+        elif key.startswith("train."):
+            train_o[key[6:]] = value
+        elif key in model_fields and key in train_fields:
+            raise ConfigError(f"--set {key}: ambiguous; write model.{key} or train.{key}")
+        elif key in model_fields:
+            model_o[key] = value
+        elif key in train_fields:
+            train_o[key] = value
+        else:
+            raise ConfigError(
+                f"--set {key}: unknown key; model {model_name} knows {sorted(model_fields)}, "
+                f"train knows {sorted(train_fields)} (prefix with model. or train.)"
+            )
+    return model_o, train_o
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML file with optional ``model:`` and ``train:`` sections and top-level run keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping with model: / train: sections")
+    unknown = sorted(set(data) - set(_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown key(s) {unknown}; known keys: {list(_CONFIG_KEYS)}")
+    for section in ("model", "train"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(f"--config {path}: {section}: must be a mapping of settings")
+    return data
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def train(
+    out: str | Path,
+    data: str | None = None,
+    model_name: str | None = None,
+    config_file: str | Path | None = None,
+    sets: dict[str, Any] | None = None,
+    seed: int | None = None,
+    sample: int | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train into ``out`` (or continue it with ``resume``); returns the test metrics (every rank)."""
+    out = Path(out)
+    if resume:
+        if not (out / CONFIG_FILE).exists():
+            raise ConfigError(f"--resume {out}: no {CONFIG_FILE} there; not a run directory")
+        if data or model_name or config_file or sets or seed is not None or sample is not None:
+            raise ConfigError("--resume takes the run directory only; its config.yaml fixes everything else")
+        cfg = read_config_file(out / CONFIG_FILE)
+    else:
+        cfg = read_config_file(config_file) if config_file else {}
+    model_name = model_name or cfg.get("model_name")
+    data = data or cfg.get("data")
+    if not model_name:
+        raise ConfigError("no model: pass --model NAME (or model_name: in --config)")
+    if not data:
+        raise ConfigError("no data: pass --data SPEC (or data: in --config)")
+    seed = int(seed if seed is not None else cfg.get("seed") or 0)
+    sample = sample if sample is not None else cfg.get("sample")
+    model_set, train_set = split_overrides(sets or {}, model_name)
+    model_over = {**(cfg.get("model") or {}), **model_set}
+    train_cfg = build_config(TrainConfig, {**(cfg.get("train") or {}), **train_set}, where="train")
+    model_class(model_name)  # fail on an unknown model before reading any data
+
+    ctx, device = init_distributed(train_cfg.device)
+    try:
+        taken = (out / CONFIG_FILE).exists()
+        ctx.barrier()  # every rank looks before rank 0 writes anything
+        if taken and not resume:
+            raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
+        loaded = load_data(data, seed=seed, sample=sample)
+        seed_everything(seed)
+        model = build_model(model_name, loaded.schema, model_over)
+        if ctx.is_main and not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            resolved = {
+                "model_name": model_name,
+                "data": str(data),
+                "dataset": loaded.name,
+                "sample": sample,
+                "seed": seed,
+                "model": _plain(config_dict(model)),
+                "train": _plain(dataclasses.asdict(train_cfg)),
+                "world_size": ctx.world_size,
+                "msmtrec_version": msmtrec.__version__,
+            }
+            io.save_json(loaded.schema.to_dict(), out / SCHEMA_FILE)
+            if loaded.preprocessor is not None:
+                loaded.preprocessor.save(out)
+            io.save_yaml(resolved, out / CONFIG_FILE)  # last: its presence marks a started run
+        ctx.barrier()
+        trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
+        result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
+        test = trainer.evaluate(model, loaded.splits["test"])
+        metrics = {
+            "split": "test",
+            "model": model_name,
+            "dataset": loaded.name,
+            "seed": seed,
+            "params": model.num_parameters(),
+            "train_seconds": round(result.train_seconds, 3),
+            "samples_per_second": round(result.samples_per_second, 1),
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs,
+            "world_size": ctx.world_size,
+            **test,
+        }
+        if ctx.is_main:
+            io.save_json(metrics, out / METRICS_FILE)
+            print(f"{model_name} on {loaded.name} — test split (best epoch {result.best_epoch + 1}):")
+            print(format_table(loaded.schema, metrics))
+            print(f"run written to {out}")
+            sys.stdout.flush()
+        ctx.barrier()
+        return metrics
+    finally:
+        shutdown_distributed()
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def load_run_model(run_dir: str | Path) -> tuple[MultiTaskModel, dict[str, Any], Any | None]:
+    """Rebuild a run's model (config.yaml + schema from preprocessor.json + model.pt weights)."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir}: no {name}; not a finished run directory")
+    cfg = read_config_file(run_dir / CONFIG_FILE)
+    pre = None
+    if (run_dir / PREPROCESSOR_FILE).exists():
+        from msmtrec.data.preprocessor import Preprocessor
+
+        pre = Preprocessor.load(run_dir)
+        schema = pre.schema
+    elif (run_dir / SCHEMA_FILE).exists():
+        schema = Schema.from_dict(json.loads((run_dir / SCHEMA_FILE).read_text()))
+    else:
+        raise ConfigError(f"{run_dir}: neither {PREPROCESSOR_FILE} nor {SCHEMA_FILE}; cannot rebuild the model")
+    model = build_model(cfg["model_name"], schema, cfg.get("model") or {})
+    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, cfg, pre
+
+
+def _model_view(schema: Schema) -> dict[str, Any]:
+    d = schema.to_dict()
+    d.pop("extra", None)
+    return d
+
+
+def evaluate(
+    run_dir: str | Path, data: str | None = None, split: str = "test", device: str = "auto"
+) -> dict[str, Any]:
+    """Recompute metrics of a run on ``split`` of its own data, another spec, or a raw data file.
+
+    Without ``data`` the run's spec is prepared again with its seed and sample, which reproduces the
+    exact encoding. A raw ``.csv``/``.parquet`` file is encoded with the run's preprocessor and
+    evaluated whole; another spec must encode to the same schema as the run.
+    """
+    from msmtrec.training.distributed import resolve_device
+
+    model, cfg, pre = load_run_model(run_dir)
+    dev = resolve_device(device)
+    model.to(dev)
+    if data is not None and Path(data).is_file() and Path(data).suffix.lower() in _RAW_SUFFIXES:
+        if pre is None:
+            raise ConfigError(f"{run_dir}: no {PREPROCESSOR_FILE}, so raw files cannot be encoded for it")
+        import pandas as pd
+
+        path = Path(data)
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        batch, _ = pre.transform(frame, with_labels=True)
+        dataset, name, split = TensorDataset(batch), path.name, "file"
+    else:
+        spec = data if data is not None else cfg["data"]
+        loaded = load_data(spec, seed=int(cfg.get("seed") or 0), sample=cfg.get("sample") if data is None else None)
+        if _model_view(loaded.schema) != _model_view(model.schema):
+            raise ConfigError(f"--data {spec}: encodes to a different schema than the run {run_dir} was trained on")
+        if split not in loaded.splits:
+            raise ConfigError(f"--split {split}: unknown; splits: {sorted(loaded.splits)}")
+        dataset, name = loaded.splits[split], loaded.name
+    train_cfg = cfg.get("train") or {}
+    preds = predict_split(model, dataset, int(train_cfg.get("eval_batch_size", 8192)), dev)
+    metrics = {
+        "split": split,
+        "model": cfg["model_name"],
+        "dataset": name,
+        "seed": cfg.get("seed"),
+        "params": model.num_parameters(),
+        **compute_metrics(model.schema, preds),
+    }
+    return metrics
+
+
+__all__ = ["DistContext", "LoadedData", "evaluate", "load_data", "load_run_model", "train"]

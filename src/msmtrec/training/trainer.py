@@ -1,0 +1,438 @@
+"""The trainer: any registered model, any splits, single-process or DDP, resumable to the exact batch.
+
+``Trainer.fit(model, splits)`` only reads ``splits["train"]`` and ``splits["valid"]`` — the test split is
+never seen while training, so early stopping cannot leak it. It knows nothing about how the data was
+prepared, so tests feed it planted data and the CLI feeds it the pipeline's splits.
+
+Exact resume: everything that influences the next step is in ``last.pt`` — model and loss parameters,
+optimiser moments, the position (epoch, batch in epoch), the per-rank torch RNG states (dropout), the
+per-rank running loss sums, early-stopping state and history. The shuffle order needs no state: it is
+a pure function of ``(seed, epoch)`` and :meth:`TensorDataset.batches` skips to ``start_batch``. So a run
+killed with ``kill -9`` and resumed ends with the same weights and metrics as one never interrupted.
+
+Under ``torchrun`` each rank trains on its own equal-sized shard of the training split with
+``ceil(batch_size / world_size)`` rows per step (DDP averages gradients, so the global step matches a
+single-process step), validation is sharded and the predictions gathered so every rank takes the same
+early-stopping decision, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from msmtrec.data.dataset import TensorDataset
+from msmtrec.data.schema import Batch
+from msmtrec.errors import ConfigError
+from msmtrec.models.base import MultiTaskModel
+from msmtrec.training import io
+from msmtrec.training.config import TrainConfig
+from msmtrec.training.distributed import DistContext, resolve_device
+from msmtrec.training.loss import MultiTaskLoss, scenario_weights
+from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
+
+STATE_FILE = "last.pt"
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.csv"
+DIE_AFTER_ENV = "MSMTREC_TEST_DIE_AFTER_BATCHES"
+"""Test hook: SIGKILL this process right after that many optimiser steps (and any checkpoint due)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG a model or the trainer may draw from (python, numpy, torch CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The model's embedding tables, which get their own learning rate and weight decay.
+
+    A model may say which they are with ``embedding_parameters()``; otherwise any submodule that offers
+    that method (e.g. :class:`~msmtrec.layers.FieldEmbedding`) and every ``nn.Embedding`` count.
+    """
+    own = getattr(model, "embedding_parameters", None)
+    if callable(own):
+        return list(own())
+    found: dict[int, nn.Parameter] = {}
+    for m in model.modules():
+        sub = getattr(m, "embedding_parameters", None)
+        if callable(sub):
+            found.update({id(p): p for p in sub()})
+        if isinstance(m, nn.Embedding):
+            found[id(m.weight)] = m.weight
+    return list(found.values())
+
+
+class TrainingModule(nn.Module):
+    """Model + loss as one module, so DDP also averages the gradients of loss parameters (log-variances)."""
+
+    def __init__(self, model: MultiTaskModel, loss: MultiTaskLoss) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(batch)
+        total, per_task = self.loss(out, batch["labels"], batch["scenario"])
+        # regularization_loss reads values cached by this forward pass, so it must come right after it.
+        return total + self.model.regularization_loss(), per_task
+
+
+def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam/AdamW with parameter groups: dense layers, embedding tables, loss parameters (no decay)."""
+    emb = [p for p in embedding_parameters(module.model) if p.requires_grad]
+    emb_ids = {id(p) for p in emb}
+    loss_params = [p for p in module.loss.parameters() if p.requires_grad]
+    dense = [p for p in module.model.parameters() if p.requires_grad and id(p) not in emb_ids]
+    groups = [
+        {"params": dense, "lr": config.lr, "weight_decay": config.weight_decay},
+        {
+            "params": emb,
+            "lr": config.embedding_lr if config.embedding_lr is not None else config.lr,
+            "weight_decay": config.embedding_weight_decay,
+        },
+        {"params": loss_params, "lr": config.lr, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=config.lr)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved whole (plus RNG and parameters) in ``last.pt``."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` hands back; ``model`` carries the best validation weights."""
+
+    model: MultiTaskModel
+    best_epoch: int
+    best_score: float
+    epochs: int
+    history: list[dict[str, Any]]
+    train_seconds: float
+    samples_per_second: float
+    valid_metrics: dict[str, Any]
+
+
+class Trainer:
+    """Fits a :class:`MultiTaskModel` with early stopping on the validation split.
+
+    ``run_dir`` (rank 0 writes it) receives ``model.pt`` (best weights), ``last.pt`` (resumable state)
+    and ``history.csv``; without it nothing is written, which is what unit tests want.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        ctx: DistContext | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.seed = seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.ctx = ctx or DistContext()
+        self.device = torch.device(device) if device is not None else resolve_device(self.config.device, self.ctx)
+
+    # ------------------------------------------------------------------ evaluation
+    def predict(self, model: nn.Module, dataset: TensorDataset) -> Predictions:
+        """Predictions over the whole ``dataset``; under DDP each rank predicts a shard and all gather."""
+        if not self.ctx.enabled:
+            return predict_split(model, dataset, self.config.eval_batch_size, self.device)
+        part = predict_split(
+            model, dataset.shard(self.ctx.rank, self.ctx.world_size), self.config.eval_batch_size, self.device
+        )
+        return Predictions.concat(self.ctx.all_gather_object(part))
+
+    def evaluate(self, model: MultiTaskModel, dataset: TensorDataset) -> dict[str, Any]:
+        """Metrics of ``dataset`` (see :mod:`msmtrec.training.metrics`); identical on every rank."""
+        return compute_metrics(model.schema, self.predict(model, dataset))
+
+    # ------------------------------------------------------------------ training
+    def fit(self, model: MultiTaskModel, splits: dict[str, TensorDataset], resume: bool = False) -> FitResult:
+        """Train ``model`` in place on ``splits["train"]``, early-stop on ``splits["valid"]``.
+
+        With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
+        exact step it describes.
+        """
+        cfg, ctx = self.config, self.ctx
+        for name in ("train", "valid"):
+            if name not in splits or len(splits[name]) == 0:
+                raise ConfigError(f"training needs a non-empty {name!r} split")
+        train_full, valid = splits["train"], splits["valid"]
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        schema = model.schema
+
+        train, batch_size = self._local_train(train_full)
+        sw = scenario_weights(train_full.tensors["scenario"], schema.num_scenarios, cfg.scenario_weighting)
+        weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
+        loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
+        module = TrainingModule(model, loss).to(self.device)
+        optimizer = build_optimizer(module, cfg)
+        state = TrainState()
+        best_state: dict[str, torch.Tensor] | None = None
+        n_tasks = len(schema.tasks)
+        # running sums of [per-task loss..., total loss] × rows, and the rows, for this epoch on this rank
+        # (kept on the training device so the hot loop never waits for a device-to-host copy)
+        sums = torch.zeros(n_tasks + 1, dtype=torch.float64, device=self.device)
+        rows = 0
+
+        if resume:
+            state, best_state, sums, rows = self._load_state(module, optimizer)
+        else:
+            # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
+            torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
+
+        wrapped: nn.Module = module
+        if ctx.enabled:
+            wrapped = DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
+
+        die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
+        steps_here = 0
+        segment_start = time.perf_counter()
+        seconds_before = state.train_seconds
+        n_batches = train.num_batches(batch_size)
+        valid_metrics: dict[str, Any] = {}
+
+        def elapsed() -> float:
+            return seconds_before + time.perf_counter() - segment_start
+
+        def checkpoint() -> None:
+            state.train_seconds = elapsed()
+            self._save_state(module, optimizer, state, best_state, sums, rows)
+
+        while not state.finished and state.epoch < cfg.max_epochs:
+            epoch = state.epoch
+            module.train()
+            bar = tqdm(
+                total=n_batches,
+                initial=state.batch_in_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
+                disable=not (cfg.progress and ctx.is_main),
+                dynamic_ncols=True,
+                unit="batch",
+            )
+            bar_start, bar_rows = time.perf_counter(), 0
+            batches = train.batches(
+                batch_size, shuffle=True, seed=self.seed, epoch=epoch, start_batch=state.batch_in_epoch
+            )
+            for batch in batches:
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                total, per_task = wrapped(batch)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                optimizer.step()
+
+                n = int(batch["labels"].shape[0])
+                sums += torch.cat([per_task.detach(), total.detach().reshape(1)]).double() * n
+                rows += n
+                bar_rows += n * ctx.world_size
+                state.samples_seen += n * ctx.world_size
+                state.batch_in_epoch += 1
+                state.global_step += 1
+                steps_here += 1
+                if bar.disable is False and (state.batch_in_epoch % 10 == 0 or state.batch_in_epoch == n_batches):
+                    mean = (sums / max(rows, 1)).tolist()
+                    post = {name: f"{mean[i]:.4f}" for i, name in enumerate(schema.task_names)}
+                    post["samples/s"] = f"{bar_rows / max(time.perf_counter() - bar_start, 1e-9):,.0f}"
+                    bar.set_postfix(post, refresh=False)
+                bar.update(1)
+                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                    checkpoint()
+                if die_after and steps_here >= die_after:
+                    bar.close()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            bar.close()
+
+            # ---- epoch end: train loss (all ranks pooled), validation, early stopping
+            pooled = ctx.all_gather_object((sums.cpu(), rows))
+            all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
+            all_rows = sum(r for _, r in pooled)
+            mean_loss = (all_sums / max(all_rows, 1)).tolist()
+            valid_metrics = self.evaluate(model, valid)
+            score = monitor_value(valid_metrics, cfg.monitor)
+            improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
+            if improved:
+                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if ctx.is_main and self.run_dir is not None:
+                    io.save_torch(best_state, self.run_dir / MODEL_FILE)
+            else:
+                state.bad_epochs += 1
+            state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            sums, rows = torch.zeros_like(sums), 0
+            if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
+                state.finished = True
+            if ctx.is_main:
+                tqdm.write(self._epoch_line(state.history[-1], improved), file=sys.stderr)
+            checkpoint()
+            if ctx.is_main and self.run_dir is not None:
+                io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
+
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        train_seconds = elapsed() if steps_here else state.train_seconds
+        return FitResult(
+            model=model,
+            best_epoch=state.best_epoch,
+            best_score=state.best_score,
+            epochs=state.epoch,
+            history=state.history,
+            train_seconds=train_seconds,
+            samples_per_second=state.samples_seen / train_seconds if train_seconds > 0 else 0.0,
+            valid_metrics=valid_metrics,
+        )
+
+    def _local_train(self, train_full: TensorDataset) -> tuple[TensorDataset, int]:
+        """This rank's training shard and per-rank batch size.
+
+        Shards are cut to the same length so every rank runs the same number of steps (DDP needs every
+        rank in every all-reduce); at most ``world_size - 1`` rows are dropped.
+        """
+        ctx = self.ctx
+        if not ctx.enabled:
+            return train_full, self.config.batch_size
+        per_rank = len(train_full) // ctx.world_size
+        shard = train_full.shard(ctx.rank, ctx.world_size)
+        if len(shard) > per_rank:
+            shard = shard.subset(torch.arange(per_rank))
+        return shard, math.ceil(self.config.batch_size / ctx.world_size)
+
+    # ------------------------------------------------------------------ state files
+    def _save_state(
+        self,
+        module: TrainingModule,
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+        best_state: dict[str, torch.Tensor] | None,
+        sums: torch.Tensor,
+        rows: int,
+    ) -> None:
+        """Write ``last.pt`` atomically (rank 0). Collective under DDP: every rank sends its RNG and sums."""
+        if self.run_dir is None:
+            return
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        per_rank = self.ctx.all_gather_object({"rng": rng, "sums": sums.detach().cpu().clone(), "rows": rows})
+        if not self.ctx.is_main:
+            return
+        payload = {
+            "format": 1,
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "module": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "state": _state_dict(state),
+            "best_state": best_state,
+            "per_rank": per_rank,
+        }
+        io.save_torch(payload, self.run_dir / STATE_FILE)
+
+    def _load_state(
+        self, module: TrainingModule, optimizer: torch.optim.Optimizer
+    ) -> tuple[TrainState, dict[str, torch.Tensor] | None, torch.Tensor, int]:
+        if self.run_dir is None or not (self.run_dir / STATE_FILE).exists():
+            raise ConfigError(f"cannot resume: no {STATE_FILE} in {self.run_dir}")
+        payload = torch.load(self.run_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        if payload["world_size"] != self.ctx.world_size:
+            raise ConfigError(
+                f"cannot resume {self.run_dir}: it was trained with {payload['world_size']} process(es), "
+                f"this run has {self.ctx.world_size}; use the same torchrun --nproc_per_node"
+            )
+        if payload["seed"] != self.seed:
+            raise ConfigError(f"cannot resume {self.run_dir}: seed {self.seed} differs from {payload['seed']}")
+        module.load_state_dict(payload["module"])
+        optimizer.load_state_dict(payload["optimizer"])
+        mine = payload["per_rank"][self.ctx.rank]
+        torch.set_rng_state(mine["rng"]["torch"])
+        if "cuda" in mine["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["rng"]["cuda"], self.device)
+        state = TrainState(**payload["state"])
+        return state, payload["best_state"], mine["sums"].double().to(self.device), int(mine["rows"])
+
+    # ------------------------------------------------------------------ reporting
+    @staticmethod
+    def _history_row(
+        epoch: int,
+        mean_loss: list[float],
+        metrics: dict[str, Any],
+        score: float,
+        loss: MultiTaskLoss,
+        model: MultiTaskModel,
+    ) -> dict[str, Any]:
+        names = model.schema.task_names
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": mean_loss[-1]}
+        row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
+        if loss.log_var is not None:
+            row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
+        row["valid/monitor"] = score if math.isfinite(score) else None
+        for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
+            row[f"valid/{key}"] = metrics.get(key)
+        for task in model.schema.tasks:
+            keys = ("auc", "gauc", "logloss") if task.type == "binary" else ("rmse", "mae")
+            for k in keys:
+                row[f"valid/{task.name}/{k}"] = metrics["overall"][task.name].get(k)
+        return row
+
+    @staticmethod
+    def _epoch_line(row: dict[str, Any], improved: bool) -> str:
+        losses = " ".join(
+            f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("train_loss/")
+        )
+        mon = row["valid/monitor"]
+        mark = " *" if improved else ""
+        mon_s = "-" if mon is None else f"{mon:.4f}"
+        return f"epoch {row['epoch'] + 1}: train loss {losses} | valid monitor {mon_s}{mark}"
+
+
+def _state_dict(state: TrainState) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "batch_in_epoch": state.batch_in_epoch,
+        "global_step": state.global_step,
+        "best_score": state.best_score,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "finished": state.finished,
+        "history": state.history,
+        "train_seconds": state.train_seconds,
+        "samples_seen": state.samples_seen,
+    }

@@ -1,0 +1,251 @@
+"""Benchmark harness: suites validate, reports compute the right things, and the quick hillstrom run works.
+
+The end-to-end test runs ``msmtrec benchmark hillstrom --quick`` exactly as CI would and checks every output
+file; the report tests use a small hand-made ``results.csv`` whose answers are known, so the bold cells,
+negative-transfer counts and seesaw detection are checked without training anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from msmtrec.cli import main
+from msmtrec.data.schema import Task, random_batch, synthetic_schema
+from msmtrec.data.spec import data_root
+from msmtrec.errors import ConfigError
+from msmtrec.evaluation import RESULT_COLUMNS, load_suite, shipped_suites
+from msmtrec.evaluation.peer import binary_view, build_peer, rechub_available
+from msmtrec.evaluation.report import load_results, metric_table, seesaw_md, summary_md, write_reports
+from msmtrec.evaluation.runner import check_resume, suite_record
+
+HAVE_DATA = (data_root() / "hillstrom" / "hillstrom.csv").exists()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="shared hillstrom data not found")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------ suites
+
+
+def test_shipped_suites_load_with_all_models_and_ablations() -> None:
+    assert {"hillstrom", "census_kdd", "synthetic"} <= set(shipped_suites())
+    for name in ("hillstrom", "census_kdd"):
+        suite = load_suite(name)
+        ours = {e.model for e in suite.entries if e.kind == "model"}
+        assert ours == {
+            "hef", "single_task", "shared_bottom", "mmoe", "ple", "star", "esmm", "m3oe", "pepnet", "hinet"
+        }
+        switches = {k for e in suite.entries if e.kind == "ablation" for k in e.config if k not in suite.budget}
+        assert switches == {"attention", "star", "levels", "scenario_experts", "task_experts", "mixing"}
+        # the budget is forced on every entry, so no model gets a different embedding size
+        assert {e.config["embed_dim"] for e in suite.entries} == {suite.budget["embed_dim"]}
+        peers = [e for e in suite.entries if e.kind == "peer"]
+        assert peers and all(e.config == _resolved(suite, e.like) for e in peers)
+    synthetic = load_suite("synthetic")
+    assert synthetic.datasets[0].name == "synthetic" and synthetic.datasets[0].overrides
+
+
+def _resolved(suite, like: str) -> dict:  # noqa: ANN001
+    from msmtrec.evaluation.suite import config_dict_of
+
+    return config_dict_of(suite.entry(like))
+
+
+def _write_suite(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("datasets: [hillstrom]\nbudget: {embed_dim: 8}\nmodels: [{name: mmoe, config: {embed_dim: 4}}]\n",
+         "part of the suite budget"),
+        ("datasets: [hillstrom]\nmodels: [{name: nope}]\n", "unknown model"),
+        ("datasets: [hillstrom]\nmodels: [{name: mmoe, config: {num_expert: 3}}]\n", "unknown key"),
+        ("datasets: [hillstrom]\nmodels: [mmoe]\nablations: [{name: x, model: hef, config: {star: false}}]\n",
+         "switch"),
+        ("datasets: [hillstrom]\nmodels: [hef]\npeers: [{name: r, like: hef}]\n", "no counterpart"),
+        ("datasets: [hillstrom]\nmodels: [mmoe]\nquick: {models: [ple]}\n", "unknown variant"),
+        ("datasets: [hillstrom]\ntrain: {max_epoch: 3}\nmodels: [mmoe]\n", "unknown key"),
+        ("models: [mmoe]\n", "at least one dataset"),
+        ("datasets: [hillstrom]\nmodels: [mmoe, mmoe]\n", "unique"),
+    ],
+)
+def test_bad_suites_fail_clearly(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_suite(_write_suite(tmp_path, body))
+
+
+def test_unknown_suite_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ConfigError, match="hillstrom"):
+        load_suite("no_such_suite")
+
+
+def test_resume_refuses_a_different_budget(tmp_path: Path) -> None:
+    suite = load_suite("hillstrom")
+    (tmp_path / "suite.json").write_text(json.dumps(suite_record(suite.quick_version()), default=str))
+    with pytest.raises(ConfigError, match="different 'train'"):
+        check_resume(tmp_path, suite_record(suite))
+    check_resume(tmp_path, suite_record(suite.quick_version()))  # same suite: fine
+
+
+# ------------------------------------------------------------------------------------------------ reports
+
+
+def _fake_results(tmp_path: Path) -> Path:
+    """Two scenarios × (click AUC, spend RMSE), three models, two seeds, with known transfers.
+
+    mmoe beats single_task on click in s0 but loses in s1, and loses on spend in s0 (a seesaw in s0);
+    hef beats both everywhere. A partial run (hef seed 2, no marker row) must be ignored.
+    """
+    auc = {"single_task": {"s0": 0.70, "s1": 0.70}, "mmoe": {"s0": 0.75, "s1": 0.65}, "hef": {"s0": 0.80, "s1": 0.78}}
+    rmse = {"single_task": {"s0": 1.0, "s1": 1.0}, "mmoe": {"s0": 1.2, "s1": 0.9}, "hef": {"s0": 0.8, "s1": 0.8}}
+    rows = []
+    for model in auc:
+        for seed in (0, 1):
+            jitter = 0.01 * seed
+            for s in ("s0", "s1"):
+                rows.append(["d", model, "model", model, seed, s, "click", "auc", auc[model][s] + jitter])
+                rows.append(["d", model, "model", model, seed, s, "click", "logloss", 0.5 - auc[model][s] / 10])
+                rows.append(["d", model, "model", model, seed, s, "spend", "rmse", rmse[model][s] + jitter])
+            rows.append(["d", model, "model", model, seed, "all", "click", "auc", auc[model]["s0"]])
+            for metric, value in (("params", 100), ("samples_per_second", 1000.0), ("train_seconds", 1.0),
+                                  ("inference_rows_per_second", 5000.0), ("epochs", 2), ("best_epoch", 1)):
+                rows.append(["d", model, "model", model, seed, "all", "all", metric, value])
+    rows.append(["d", "hef", "model", "hef", 2, "s0", "click", "auc", 0.1])  # killed run: no marker row
+    with (tmp_path / "results.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RESULT_COLUMNS)
+        w.writerows(rows)
+    return tmp_path
+
+
+def test_reports_bold_best_and_drop_partial_runs(tmp_path: Path) -> None:
+    res = load_results(_fake_results(tmp_path))
+    assert res.seeds() == [0, 1]
+    df = res.of("d")
+    table = metric_table(df, ["single_task", "mmoe", "hef"], "auc")
+    hef_row = next(line for line in table.splitlines() if line.startswith("| hef"))
+    assert hef_row.count("**") == 2 * 4  # s0, s1, all, avg: every column's best
+    rmse = metric_table(df, ["single_task", "mmoe", "hef"], "rmse")
+    assert "**0.8050 ± 0.0071**" in rmse  # lowest RMSE is the bold one
+    assert "**" in summary_md(res)
+
+
+def test_seesaw_counts_negative_transfer(tmp_path: Path) -> None:
+    text = seesaw_md(load_results(_fake_results(tmp_path)))
+    mmoe = next(line for line in text.splitlines() if line.startswith("| mmoe"))
+    hef = next(line for line in text.splitlines() if line.startswith("| hef"))
+    assert "2/4" in mmoe  # click in s1 and spend in s0 got worse
+    assert "s0 (click↑ spend↓)" in mmoe and "s1 (spend↑ click↓)" in mmoe
+    assert "0/4" in hef and hef.rstrip(" |").endswith("no")
+
+
+def test_write_reports_from_results_only(tmp_path: Path) -> None:
+    written = write_reports(_fake_results(tmp_path))
+    names = {p.name for p in written}
+    assert {"summary.md", "seesaw.md", "ablation.md", "cost.md", "auc_d.png", "transfer_d.png"} <= names
+
+
+# --------------------------------------------------------------------------------------------------- peer
+
+
+@pytest.mark.skipif(not rechub_available(), reason="torch-rechub (the bench extra) is not installed")
+@pytest.mark.parametrize("kind", ["mmoe", "ple", "shared_bottom", "esmm"])
+def test_rechub_peer_trains_on_our_batches(kind: str) -> None:
+    schema = synthetic_schema(tasks=(Task("click", "binary"), Task("buy", "binary", inside="click"),
+                                     Task("spend", "regression")))
+    view, idx = binary_view(schema)
+    assert view.task_names == ["click", "buy"] and idx == [0, 1]
+    config = {"embed_dim": 8, "dropout": 0.0, "num_experts": 2, "expert_dims": [16], "tower_dims": [8],
+              "levels": 2, "task_experts": 1, "shared_experts": 1, "bottom_dims": [16]}
+    torch.manual_seed(0)
+    model = build_peer(view, kind, config, {"scenario_feature": True})
+    batch = random_batch(view, 64, torch.Generator().manual_seed(0))
+    out = model(batch)
+    assert set(out) == {"click", "buy"} and all(v.shape == (64,) and torch.isfinite(v).all() for v in out.values())
+    one = {k: v[:1] for k, v in batch.items()}  # a last partial batch of one row must not break BatchNorm
+    model.train()
+    assert set(model(one)) == {"click", "buy"} and model.training
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        out = model(batch)
+        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(out[t], batch["labels"][:, i])
+                   for i, t in enumerate(view.task_names))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_a_failed_run_is_noted_and_the_others_still_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from msmtrec.evaluation import runner
+
+    def fake_execute(spec: runner.RunSpec) -> runner.RunOutput:
+        if spec.entry.name == "ple":
+            raise RuntimeError("boom")
+        base = (spec.dataset.label, spec.entry.name, spec.entry.kind, spec.entry.model, spec.seed)
+        rows = [(*base, "s0", "click", "auc", 0.7), *((*base, "all", "all", m, 1.0) for m in runner.RUN_METRICS)]
+        return runner.RunOutput(spec, rows)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    suite = load_suite(_write_suite(tmp_path, "datasets: [hillstrom]\nmodels: [mmoe, ple, single_task]\n"))
+    summary = runner.run_suite(suite, tmp_path / "out", seeds=2, progress=False)
+    assert summary.completed == 4 and len(summary.failures) == 2 and "boom" in summary.failures[0]
+    assert any("ple/seed0 failed" in n for n in json.loads((tmp_path / "out" / "notes.json").read_text()))
+    assert runner.done_runs(summary.results) == {("hillstrom", m, s) for m in ("mmoe", "single_task") for s in (0, 1)}
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+@needs_data
+def test_quick_hillstrom_benchmark_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    start = time.perf_counter()
+    main(["benchmark", "hillstrom", "--quick", "--out", str(out), "--no-progress"])
+    elapsed = time.perf_counter() - start
+    assert elapsed < 90, f"quick benchmark took {elapsed:.0f}s"
+
+    with (out / "results.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == RESULT_COLUMNS
+        rows = list(reader)
+    quick = load_suite("hillstrom").quick_version()
+    expected = {e.name for e in quick.entries if e.kind != "peer" or rechub_available()}
+    assert {r["model"] for r in rows} == expected
+    assert {r["seed"] for r in rows} == {"0"}
+    scenarios = {r["scenario"] for r in rows}
+    assert {"all", "Mens E-Mail", "No E-Mail", "Womens E-Mail"} <= scenarios
+    assert {"auc", "logloss", "rmse", "params", "samples_per_second", "inference_rows_per_second"} <= {
+        r["metric"] for r in rows
+    }
+    assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN written
+
+    summary = (out / "summary.md").read_text()
+    assert "| model" in summary and "**" in summary and "### AUC" in summary and "### RMSE" in summary
+    assert "msmtrec benchmark hillstrom --seeds 1 --quick" in summary
+    assert "| hef " in (out / "ablation.md").read_text() and "hef-no-attention" in (out / "ablation.md").read_text()
+    assert "seesaw" in (out / "seesaw.md").read_text() and "| mmoe" in (out / "seesaw.md").read_text()
+    cost = (out / "cost.md").read_text()
+    assert "train samples/s" in cost and "inference rows/s" in cost
+    if rechub_available():
+        assert "mmoe vs rechub-mmoe" in cost
+    for png in ("auc_hillstrom", "transfer_hillstrom", "hef_mixing_hillstrom", "hef_gates_hillstrom",
+                "hef_attention_hillstrom"):
+        data = (out / f"{png}.png").read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_MAGIC), png
+
+    # resumable: the same command again finds every run done and adds nothing
+    before = (out / "results.csv").read_text()
+    main(["benchmark", "hillstrom", "--quick", "--out", str(out), "--no-progress"])
+    assert (out / "results.csv").read_text() == before

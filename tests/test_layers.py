@@ -1,0 +1,245 @@
+"""Unit tests of the reusable layers: PN statistics, star weights, gates, mixing, attention, extraction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msmtrec.layers import (
+    BalancedMixing,
+    CGCLayer,
+    ExpertBank,
+    FieldSelfAttention,
+    Gate,
+    GroupedExtractionLayer,
+    GroupedGate,
+    PartitionedNorm,
+    PLEStack,
+    ScenarioExpertBank,
+    StarLinear,
+    StarNetwork,
+    funnel_logit,
+    scenario_balance_loss,
+)
+from msmtrec.layers.experts import scenario_matmul
+
+
+def _two_scenarios(rows: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scenario 0 centred at +10 (std 1), scenario 1 at -5 (std 3): whole-batch stats fit neither."""
+    g = torch.Generator().manual_seed(seed)
+    scenario = torch.arange(rows) % 2
+    x = torch.randn(rows, 4, generator=g)
+    x = torch.where(scenario.unsqueeze(1) == 0, 10.0 + x, -5.0 + 3.0 * x)
+    return x, scenario
+
+
+def _per_scenario_moments(y: torch.Tensor, scenario: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = y[scenario == s]
+    return rows.mean(0), rows.std(0, unbiased=False)
+
+
+def test_pn_train_mode_normalises_each_scenario_with_its_own_batch_statistics() -> None:
+    x, scenario = _two_scenarios()
+    pn = PartitionedNorm(4, num_scenarios=2).train()
+    y = pn(x, scenario)
+    for s in (0, 1):
+        mean, std = _per_scenario_moments(y, scenario, s)
+        assert torch.allclose(mean, torch.zeros(4), atol=1e-4)
+        assert torch.allclose(std, torch.ones(4), atol=1e-3)
+    # whole-batch normalisation would leave the scenarios far apart
+    assert (y[scenario == 0].mean() - y[scenario == 1].mean()).abs() < 1e-3
+
+
+def test_pn_running_stats_are_per_scenario_and_used_in_eval_mode() -> None:
+    pn = PartitionedNorm(4, num_scenarios=2, momentum=0.5).train()
+    for seed in range(20):
+        x, scenario = _two_scenarios(seed=seed)
+        pn(x, scenario)
+    assert torch.allclose(pn.running_mean[0], torch.full((4,), 10.0), atol=0.3)
+    assert torch.allclose(pn.running_mean[1], torch.full((4,), -5.0), atol=0.6)
+    assert torch.allclose(pn.running_var[1].sqrt(), torch.full((4,), 3.0), atol=0.4)
+    pn.eval()
+    x, scenario = _two_scenarios(seed=99)
+    y = pn(x, scenario)
+    for s in (0, 1):
+        mean, std = _per_scenario_moments(y, scenario, s)
+        assert mean.abs().max() < 0.35
+        assert (std - 1).abs().max() < 0.25
+
+
+def test_pn_running_stats_of_absent_scenario_do_not_move() -> None:
+    pn = PartitionedNorm(3, num_scenarios=2).train()
+    pn(torch.randn(16, 3), torch.zeros(16, dtype=torch.long))
+    before_a = (pn.running_mean[0].clone(), pn.running_var[0].clone())
+    before_b = pn.running_mean[1].clone()
+    pn(torch.randn(16, 3) + 7.0, torch.ones(16, dtype=torch.long))  # only scenario B
+    assert torch.equal(pn.running_mean[0], before_a[0])
+    assert torch.equal(pn.running_var[0], before_a[1])
+    assert not torch.equal(pn.running_mean[1], before_b)
+
+
+def test_pn_scenario_scale_and_shift_apply_to_their_scenario_only() -> None:
+    pn = PartitionedNorm(2, num_scenarios=2).eval()
+    with torch.no_grad():
+        pn.scenario_weight[1].fill_(3.0)
+        pn.scenario_bias[1].fill_(1.0)
+        pn.weight.fill_(2.0)
+    x = torch.ones(2, 2)
+    y = pn(x, torch.tensor([0, 1]))
+    eps_scale = 1 / (1 + pn.eps) ** 0.5
+    assert torch.allclose(y[0], torch.full((2,), 2.0 * eps_scale))
+    assert torch.allclose(y[1], torch.full((2,), 6.0 * eps_scale + 1.0))
+
+
+def test_star_linear_uses_shared_times_scenario_weight_per_row() -> None:
+    torch.manual_seed(0)
+    layer = StarLinear(5, 3, num_scenarios=3)
+    with torch.no_grad():
+        layer.scenario_weight.normal_()
+        layer.scenario_bias.normal_()
+    x, scenario = torch.randn(6, 5), torch.tensor([0, 1, 2, 2, 1, 0])
+    y = layer(x, scenario)
+    for i in range(6):
+        s = int(scenario[i])
+        w = layer.weight * layer.scenario_weight[s]
+        expected = x[i] @ w + layer.bias + layer.scenario_bias[s]
+        assert torch.allclose(y[i], expected, atol=1e-5)
+
+
+def test_star_network_without_star_keeps_shared_weights_only() -> None:
+    with_star = dict(StarNetwork(8, (4, 4), 3).named_parameters())
+    without = dict(StarNetwork(8, (4, 4), 3, star=False).named_parameters())
+    assert set(without) < set(with_star)
+    assert all(with_star[k].shape == v.shape for k, v in without.items())
+    assert all("scenario" in k or k.startswith("norm.") for k in set(with_star) - set(without))
+
+
+def test_scenario_expert_bank_rows_only_depend_on_their_scenario_weights() -> None:
+    torch.manual_seed(0)
+    bank = ScenarioExpertBank(4, num_experts=2, dims=(3,), num_scenarios=3)
+    x, scenario = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    before = bank(x, scenario)
+    assert before.shape == (8, 2, 3)
+    with torch.no_grad():
+        bank.layers[0].weight[1].add_(1.0)
+    after = bank(x, scenario)
+    assert torch.equal(before[scenario != 1], after[scenario != 1])
+    assert not torch.allclose(before[scenario == 1], after[scenario == 1])
+    every = bank.forward_all(x)
+    assert torch.allclose(every[torch.arange(8), scenario], after, atol=1e-6)
+
+
+def test_gates_and_mixing_sum_to_one() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(10, 6)
+    assert torch.allclose(Gate(6, 4)(x).sum(-1), torch.ones(10))
+    experts = {"shared": torch.randn(10, 2, 3), "task": torch.randn(10, 1, 3)}
+    out, flat, within = GroupedGate(6, {"shared": 2, "task": 1})(x, experts)
+    assert out.shape == (10, 3) and flat.shape == (10, 3)
+    assert torch.allclose(flat.sum(-1), torch.ones(10), atol=1e-6)
+    assert torch.allclose(within["shared"].sum(-1), torch.ones(10), atol=1e-6)
+    scenario = torch.randint(0, 3, (10,))
+    mixing = BalancedMixing(3, 2, present=(True, False, True), input_dim=6)
+    with torch.no_grad():
+        mixing.logits.normal_()
+    w = mixing(scenario, 1, x)
+    assert torch.allclose(w.sum(-1), torch.ones(10), atol=1e-6)
+    assert torch.all(w[:, 1] == 0)
+    uniform = BalancedMixing(3, 2, mode="uniform")(scenario, 0)
+    assert torch.allclose(uniform, torch.full((10, 3), 1 / 3))
+    assert sum(p.numel() for p in BalancedMixing(3, 2, mode="uniform").parameters()) == 0
+    with pytest.raises(ValueError):
+        BalancedMixing(3, 2, mode="bogus")  # type: ignore[arg-type]
+
+
+def test_learned_mixing_is_a_per_scenario_task_table() -> None:
+    mixing = BalancedMixing(2, 2)
+    with torch.no_grad():
+        mixing.logits[1, 0, 2] = 5.0
+    w = mixing(torch.tensor([0, 1]), 0)
+    assert torch.allclose(w[0], torch.full((3,), 1 / 3))
+    assert w[1, 2] > 0.9
+
+
+def test_field_attention_returns_per_head_weights_and_keeps_dims() -> None:
+    att = FieldSelfAttention(num_fields=5, embed_dim=8, heads=2, layers=2)
+    out, weights = att(torch.randn(3, 5, 8))
+    assert out.shape == (3, 5, 8)
+    assert weights.shape == (3, 2, 5, 5)
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 2, 5), atol=1e-6)
+    assert att.extra_flops() > 0
+
+
+def test_cgc_and_ple_gate_shapes() -> None:
+    layer = CGCLayer(6, ["a", "b"], num_shared=2, num_specific=3, dims=(4,), shared_gate=True)
+    x = torch.randn(5, 6)
+    outs, shared, gates = layer([x, x], x)
+    assert [o.shape for o in outs] == [(5, 4), (5, 4)]
+    assert shared is not None and shared.shape == (5, 4)
+    assert gates["task:a"].shape == (5, 5) and gates["shared"].shape == (5, 2 + 2 * 3)
+    for w in gates.values():
+        assert torch.allclose(w.sum(-1), torch.ones(5), atol=1e-6)
+
+
+def test_ple_shared_experts_are_updated_across_levels() -> None:
+    """Task b's output must depend on task a's level-0 experts — only possible through the shared gate."""
+    torch.manual_seed(0)
+    ple = PLEStack(6, ["a", "b"], levels=2, num_shared=1, num_specific=1, dims=(4,))
+    x = torch.randn(7, 6)
+    outs, gates = ple(x)
+    assert "level0/shared" in gates and "level1/shared" not in gates
+    outs[1].sum().backward()
+    level0_a = ple.levels[0].specific[0].experts[0].net[0].weight
+    assert level0_a.grad is not None and level0_a.grad.abs().sum() > 0
+
+
+def test_grouped_extraction_levels() -> None:
+    torch.manual_seed(0)
+    x, scenario, ctx = torch.randn(6, 5), torch.randint(0, 3, (6,)), torch.randn(6, 2)
+    first = GroupedExtractionLayer(5, 2, ["a", "b"], 3, 2, 1, 1, (4,), final=False)
+    out = first([x, x], x, x, scenario, ctx)
+    assert out.shared is not None and out.scenario is not None
+    assert set(out.gates) == {"task:a", "task:b", "shared", "scenario"}
+    assert out.gates["shared"].shape == (6, 2 + 1 + 2)
+    last = GroupedExtractionLayer(4, 2, ["a", "b"], 3, 2, 1, 1, (4,), final=True)
+    mixing = [torch.full((6, 3), 1 / 3)] * 2
+    final = last(out.task, out.shared, out.scenario, scenario, ctx, mixing)
+    assert final.shared is None and [t.shape for t in final.task] == [(6, 4), (6, 4)]
+    for w in [*out.gates.values(), *final.gates.values()]:
+        assert torch.allclose(w.sum(-1), torch.ones(6), atol=1e-6)
+
+
+def test_scenario_balance_loss_weights_scenarios_equally() -> None:
+    uniform = torch.full((4, 2), 0.5)
+    scenario = torch.tensor([0, 0, 1, 1])
+    assert scenario_balance_loss(uniform, scenario, 3).abs() < 1e-6
+    skewed = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5], [0.5, 0.5]])
+    loss = scenario_balance_loss(skewed, scenario, 3)
+    assert loss > 0
+    # doubling scenario 1's rows must not change the loss: scenarios count equally, not rows
+    more = torch.cat([skewed, skewed[2:]])
+    assert torch.allclose(scenario_balance_loss(more, torch.cat([scenario, scenario[2:]]), 3), loss)
+
+
+def test_expert_bank_and_funnel_logit() -> None:
+    bank = ExpertBank(3, 4, (5,))
+    assert bank(torch.randn(2, 3)).shape == (2, 4, 5)
+    p, c = torch.tensor([0.3, -2.0]), torch.tensor([1.0, 0.5])
+    expected = torch.logit(torch.sigmoid(p) * torch.sigmoid(c))
+    assert torch.allclose(funnel_logit(p, c), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_scenarios", [1, 3, 12])
+def test_scenario_matmul_strategies_agree(num_scenarios: int) -> None:
+    """Gather and one-hot formulations are the same maths: each row times its own scenario's weight."""
+    torch.manual_seed(0)
+    x = torch.randn(9, 2, 5)
+    weight = torch.randn(num_scenarios, 2, 5, 3)
+    scenario = torch.randint(0, num_scenarios, (9,))
+    gathered = scenario_matmul(x, weight, scenario, "gather")
+    one_hot = scenario_matmul(x, weight, scenario, "one_hot")
+    manual = torch.stack([torch.einsum("ni,nio->no", x[b], weight[scenario[b]]) for b in range(9)])
+    assert torch.allclose(gathered, manual, atol=1e-5) and torch.allclose(one_hot, manual, atol=1e-5)
+    assert torch.allclose(scenario_matmul(x, weight, scenario), manual, atol=1e-5)
+    with pytest.raises(ValueError):
+        scenario_matmul(x, weight, scenario, "loop")

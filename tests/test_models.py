@@ -1,0 +1,245 @@
+"""Model zoo tests: output contract on several schemas, learning a planted signal, explain(), HEF
+ablation switches, config errors and export/trace.
+
+A tiny local training loop (Adam + BCE-with-logits / MSE) keeps these tests independent of the trainer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msmtrec.data.planted import planted_splits
+from msmtrec.data.schema import Schema, Task, random_batch, synthetic_schema
+from msmtrec.errors import ConfigError
+from msmtrec.models import build_model, registered_models
+from msmtrec.models.base import MultiTaskModel
+
+MODELS = ["esmm", "hef", "hinet", "m3oe", "mmoe", "pepnet", "ple", "shared_bottom", "single_task", "star"]
+VARIANTS = [
+    ("single_task", {"per_scenario": True}),
+    ("single_task", {"share_embedding": True, "funnel": True}),
+    ("hef", {"levels": 1, "mixing": "uniform"}),
+    ("hef", {"levels": 3, "scenario_experts": 0, "task_experts": 0, "attention": False, "star": False}),
+    ("ple", {"levels": 1}),
+]
+
+SCHEMAS: dict[str, Schema] = {
+    "default": synthetic_schema(),
+    "no_dense": synthetic_schema(n_dense=0),
+    "sequence": synthetic_schema(seq_len=5),
+    "regression": synthetic_schema(tasks=(Task("click", "binary"), Task("gmv", "regression"))),
+    "one_scenario": synthetic_schema(scenarios=1),
+    "three_task_funnel": synthetic_schema(
+        tasks=(Task("click", "binary"), Task("cart", "binary", inside="click"), Task("buy", "binary", inside="cart"))
+    ),
+    "no_funnel": synthetic_schema(tasks=(Task("click", "binary"), Task("like", "binary"))),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core box run faster single-threaded (no oversubscription)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build(name: str, schema: Schema, overrides: dict | None = None, seed: int = 0) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    return build_model(name, schema, overrides)
+
+
+def _batch(schema: Schema, rows: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    return random_batch(schema, rows, torch.Generator().manual_seed(seed))
+
+
+def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    """Rank-based AUC (Mann-Whitney U), ties broken by average rank."""
+    order = scores.argsort()
+    ranks = torch.empty_like(scores, dtype=torch.float64)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores.unique():  # average ranks of ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _loss(model: MultiTaskModel, out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    total = model.regularization_loss()
+    for i, task in enumerate(model.schema.tasks):
+        if task.type == "binary":
+            total = total + F.binary_cross_entropy_with_logits(out[task.name], labels[:, i])
+        else:
+            total = total + F.mse_loss(out[task.name], labels[:, i])
+    return total
+
+
+@pytest.mark.parametrize("schema_name", list(SCHEMAS))
+@pytest.mark.parametrize(("name", "overrides"), [(m, {}) for m in MODELS] + VARIANTS)
+def test_output_contract(name: str, overrides: dict, schema_name: str) -> None:
+    schema = SCHEMAS[schema_name]
+    model = _build(name, schema, overrides)
+    batch = _batch(schema)
+    out = model(batch)
+    assert list(out) == schema.task_names
+    for v in out.values():
+        assert v.shape == (32,) and v.dtype == torch.float32 and torch.isfinite(v).all()
+    _loss(model, out, batch["labels"]).backward()
+    assert model.flops_per_sample() > 0
+    model.eval()
+    with torch.no_grad():
+        again, twice = model(batch), model(batch)
+        preds = model.predict(batch)
+    for k in again:
+        assert torch.equal(again[k], twice[k])  # deterministic in eval mode
+    for t in schema.tasks:
+        if t.type == "binary":
+            assert ((preds[t.name] >= 0) & (preds[t.name] <= 1)).all()
+
+
+def test_every_model_is_registered() -> None:
+    assert set(MODELS) <= set(registered_models())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_learns_planted_signal(name: str) -> None:
+    schema = SCHEMAS["default"]
+    splits = planted_splits(schema, rows=3000, seed=1)
+    model = _build(name, schema)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for epoch in range(4):
+        model.train()
+        for batch in splits["train"].batches(256, shuffle=True, seed=0, epoch=epoch):
+            loss = _loss(model, model(batch), batch["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    test = splits["test"].tensors
+    with torch.no_grad():
+        out = model(test)
+    auc = _auc(test["labels"][:, 0], out["click"])
+    assert auc > 0.8, f"{name}: click AUC {auc:.3f}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_explain_weights_are_finite_and_documented(name: str) -> None:
+    schema = SCHEMAS["three_task_funnel"]
+    model = _build(name, schema).eval()
+    batch = _batch(schema, rows=16)
+    with torch.no_grad():
+        info = model.explain(batch)
+    for key, w in info.items():
+        assert torch.isfinite(w).all(), key
+        assert w.shape[0] == 16, key
+        if key.startswith(("gates/", "mixing/")):
+            assert w.dim() == 2 and torch.allclose(w.sum(-1), torch.ones(16), atol=1e-5), key
+            assert (w >= 0).all(), key
+        if key.startswith("mixing/"):
+            assert w.shape == (16, 3)
+            assert key.split("/", 1)[1] in schema.task_names
+        if key == "attention":
+            f = schema.num_fields
+            assert w.dim() == 4 and w.shape[2:] == (f, f)
+            assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
+    expected = {
+        "hef": {"attention", "mixing/click", "gates/level1/task:buy", "gates/level0/shared", "gates/level0/scenario"},
+        "ple": {"gates/level0/shared", "gates/level1/task:cart"},
+        "mmoe": {"gates/level0/task:click"},
+        "m3oe": {"mixing/buy", "gates/level0/task:buy"},
+        "hinet": {"gates/level0/scenario", "gates/level1/task:click"},
+    }.get(name, set())
+    assert expected <= set(info)
+
+
+def _param_shapes(model: MultiTaskModel) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("switch", "value", "pattern"),
+    [
+        ("attention", False, r"^attention\."),
+        ("star", False, r"^base\.norm\.|^base\.layers\.\d+\.scenario_(weight|bias)$|^aux\."),
+        ("levels", 1, r"^extraction\."),
+        ("scenario_experts", 0, r"\.scenario_experts\.|\.within\.scenario\.|\.scenario_gate\."),
+        ("task_experts", 0, r"\.task_experts\.|\.within\.task\."),
+        ("mixing", "uniform", r"^mixing\."),
+    ],
+)
+def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, pattern: str) -> None:
+    schema = SCHEMAS["default"]
+    full = _param_shapes(_build("hef", schema))
+    ablated = _param_shapes(_build("hef", schema, {switch: value}))
+    removed = set(full) - set(ablated)
+    assert removed, f"{switch}={value} removed nothing"
+    assert not set(ablated) - set(full), "an ablation must not add parameters"
+    assert all(re.search(pattern, k) for k in removed), sorted(k for k in removed if not re.search(pattern, k))
+    assert all(full[k] == shape for k, shape in ablated.items()), "kept parameters must keep their shapes"
+    assert not any(re.search(pattern, k) for k in ablated) or switch == "levels"
+
+
+def test_hef_levels_keep_shared_experts_updated_and_regulariser_is_differentiable() -> None:
+    schema = SCHEMAS["default"]
+    model = _build("hef", schema, {"levels": 2})
+    assert model.regularization_loss().item() == 0.0
+    out = model(_batch(schema))
+    reg = model.regularization_loss()
+    assert reg.dim() == 0 and torch.isfinite(reg) and reg.requires_grad
+    # the next level's shared experts read the shared gate's output, which mixes the task experts
+    sum(v.sum() for v in out.values()).backward()
+    task_expert = model.extraction[0].task_experts[0].experts[0].net[0].weight
+    assert task_expert.grad is not None and task_expert.grad.abs().sum() > 0
+
+
+def test_embedding_parameters_are_model_parameters() -> None:
+    schema = SCHEMAS["sequence"]
+    for name in MODELS:
+        model = _build(name, schema)
+        emb = model.embedding_parameters()
+        assert emb, name
+        ids = {id(p) for p in model.parameters()}
+        assert all(id(p) in ids for p in emb), name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unknown_config_key_raises(name: str) -> None:
+    with pytest.raises(ConfigError):
+        build_model(name, SCHEMAS["default"], {"no_such_key": 1})
+
+
+def test_invalid_config_values_raise() -> None:
+    with pytest.raises(ConfigError):
+        build_model("hef", SCHEMAS["default"], {"levels": 0})
+    with pytest.raises(ConfigError):
+        build_model("hef", SCHEMAS["default"], {"mixing": "bogus"})
+    with pytest.raises(ConfigError):
+        build_model("hef", SCHEMAS["default"], {"attention_heads": 3})
+
+
+def test_string_overrides_are_coerced() -> None:
+    model = build_model("hef", SCHEMAS["default"], {"levels": "1", "attention": "false", "expert_dims": "32,16"})
+    assert model.config.levels == 1 and model.config.attention is False and model.config.expert_dims == (32, 16)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_export_matches_eager(name: str) -> None:
+    schema = SCHEMAS["sequence"]
+    model = _build(name, schema).eval()
+    batch = _batch(schema, rows=8)
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = model(batch)
+    exported = torch.export.export(model, (batch,), strict=False)
+    got = exported.module()(batch)
+    for k, v in expected.items():
+        assert torch.allclose(got[k], v, atol=1e-5), k
