@@ -336,3 +336,15 @@ def _write_spec(tmp_path: Path, name: str = "s.yaml", **kw: str) -> Path:
     spec = tmp_path / name
     spec.write_text(text.replace("path: ", f"path: {tmp_path}/", 1))
     return spec
+
+
+def test_numeric_category_columns_become_text_without_spurious_decimals() -> None:
+    """Ids read as floats (a column with gaps) and as ints must map to the same category text."""
+    import numpy as np
+    import pandas as pd
+
+    from msmtrec.data.reader import _to_text
+
+    assert _to_text(pd.Series([1.0, np.nan, 3.0])).tolist() == ["1", None, "3"]
+    assert _to_text(pd.Series([7, 8])).tolist() == ["7", "8"]
+    assert _to_text(pd.Series([1.5, np.nan])).tolist() == ["1.5", None]

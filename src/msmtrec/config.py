@@ -8,12 +8,17 @@ typo in an ablation switch would otherwise produce a quietly wrong experiment.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
 from msmtrec.errors import ConfigError
 
 T = TypeVar("T")
+
+
+# ``Optional[X]`` is a typing.Union; ``X | None`` (PEP 604) is a types.UnionType. Both come from --set.
+_UNIONS = (typing.Union, types.UnionType)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -23,7 +28,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if (
         isinstance(value, str)
         and annotation in (int, float, bool)
-        or (isinstance(value, str) and origin is typing.Union and any(a in (int, float, bool) for a in args))
+        or (isinstance(value, str) and origin in _UNIONS and any(a in (int, float, bool) for a in args))
     ):
         targets = [annotation] if annotation in (int, float, bool) else [a for a in args if a is not type(None)]
         if value.lower() in ("none", "null") and type(None) in args:

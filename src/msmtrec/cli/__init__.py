@@ -31,7 +31,7 @@ _COMMAND_MODULES = [
     "msmtrec.cli.bench",
 ]
 
-_state = {"debug": False}
+_state = {"debug": False, "loaded": False}
 
 
 @app.callback()
@@ -40,6 +40,10 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 def _load() -> None:
+    """Register the command modules once; ``main`` may be called many times in one process."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
     for module, attr, name in _GROUPS:
         try:
             mod = importlib.import_module(module)

@@ -73,7 +73,7 @@ class TrainConfig:
         if isinstance(self.task_weights, str):
             self.task_weights = _parse_weights(self.task_weights)
         if isinstance(self.embedding_lr, str):
-            # ``msmtrec.config`` types ``X | None`` fields only when spelled ``Optional``; accept strings here.
+            # Configs built directly (not through ``build_config``) may still carry the raw ``--set`` string.
             text = self.embedding_lr.strip().lower()
             try:
                 self.embedding_lr = None if text in ("none", "null", "") else float(text)
