@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared/data
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint bench-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench-quick: setup
+	$(VENV)/bin/msmtrec benchmark hillstrom --quick --out runs/bench-quick
 
 clean:
 	rm -rf $(VENV) runs

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         note = f"model {model_name!r} is not registered; used shared_bottom"
         model_name = "shared_bottom"
     model = build_model(model_name, schema)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # as the trainer builds it
     binary = torch.tensor([t.type == "binary" for t in schema.tasks])
     weights = torch.tensor([t.weight for t in schema.tasks])
     n_batches = stream.num_batches(args.batch_size)

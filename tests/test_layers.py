@@ -189,7 +189,7 @@ def test_ple_shared_experts_are_updated_across_levels() -> None:
     outs, gates = ple(x)
     assert "level0/shared" in gates and "level1/shared" not in gates
     outs[1].sum().backward()
-    level0_a = ple.levels[0].specific[0].experts[0].net[0].weight
+    level0_a = ple.levels[0].specific[0].weights[0]
     assert level0_a.grad is not None and level0_a.grad.abs().sum() > 0
 
 
@@ -231,15 +231,35 @@ def test_expert_bank_and_funnel_logit() -> None:
 
 @pytest.mark.parametrize("num_scenarios", [1, 3, 12])
 def test_scenario_matmul_strategies_agree(num_scenarios: int) -> None:
-    """Gather and one-hot formulations are the same maths: each row times its own scenario's weight."""
+    """Segment, dense and gather formulations are the same maths, forward and backward."""
     torch.manual_seed(0)
     x = torch.randn(9, 2, 5)
     weight = torch.randn(num_scenarios, 2, 5, 3)
     scenario = torch.randint(0, num_scenarios, (9,))
-    gathered = scenario_matmul(x, weight, scenario, "gather")
-    one_hot = scenario_matmul(x, weight, scenario, "one_hot")
     manual = torch.stack([torch.einsum("ni,nio->no", x[b], weight[scenario[b]]) for b in range(9)])
-    assert torch.allclose(gathered, manual, atol=1e-5) and torch.allclose(one_hot, manual, atol=1e-5)
-    assert torch.allclose(scenario_matmul(x, weight, scenario), manual, atol=1e-5)
+    grads = []
+    for strategy in ("segment", "dense", "gather", "auto"):
+        xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = scenario_matmul(xr, wr, scenario, strategy)
+        assert torch.allclose(out, manual, atol=1e-5), strategy
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+        grads.append((xr.grad, wr.grad))
+    for gx, gw in grads[1:]:
+        assert torch.allclose(gx, grads[0][0], atol=1e-4) and torch.allclose(gw, grads[0][1], atol=1e-4)
     with pytest.raises(ValueError):
         scenario_matmul(x, weight, scenario, "loop")
+
+
+def test_expert_bank_equals_separate_mlps() -> None:
+    """The fused bank computes exactly what n separate Linear→ReLU MLPs with the same weights compute."""
+    torch.manual_seed(0)
+    bank = ExpertBank(5, 3, (4, 6))
+    x = torch.randn(7, 5)
+    expected = []
+    for e in range(3):
+        h = x
+        for w, b in zip(bank.weights, bank.biases, strict=True):
+            h = torch.relu(h @ w[e] + b[e])
+        expected.append(h)
+    assert torch.allclose(bank(x), torch.stack(expected, dim=1), atol=1e-6)
+    assert bank.extra_flops() == 2 * 3 * (5 * 4 + 4 * 6)

@@ -197,7 +197,7 @@ def test_hef_levels_keep_shared_experts_updated_and_regulariser_is_differentiabl
     assert reg.dim() == 0 and torch.isfinite(reg) and reg.requires_grad
     # the next level's shared experts read the shared gate's output, which mixes the task experts
     sum(v.sum() for v in out.values()).backward()
-    task_expert = model.extraction[0].task_experts[0].experts[0].net[0].weight
+    task_expert = model.extraction[0].task_experts[0].weights[0]
     assert task_expert.grad is not None and task_expert.grad.abs().sum() > 0
 
 

@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, "--batch-size", help="Shortcut for train.batch_size."),
         device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (train.device)."),
         sample: int | None = typer.Option(None, "--sample", help="Keep only this many rows (quick runs)."),
+        stream: bool = typer.Option(
+            False, "--stream", help="Stream the training split from the spec's Parquet files (larger than memory)."
+        ),
     ) -> None:
         """Train a model; writes config, preprocessor, best checkpoint, history and test metrics to --out."""
         from msmtrec.training import run
@@ -58,11 +61,13 @@ def register(app: typer.Typer) -> None:
             if out is not None and Path(out) != Path(resume):
                 raise ConfigError("use either --resume RUN_DIR or --out RUN_DIR, not both")
             run.train(resume, resume=True, data=data, model_name=model, config_file=config, sets=sets,
-                      seed=seed, sample=sample)
+                      seed=seed, sample=sample, stream=stream)
             return
         if out is None:
             raise ConfigError("missing --out RUN_DIR (or --resume RUN_DIR)")
-        run.train(out, data=data, model_name=model, config_file=config, sets=sets, seed=seed, sample=sample)
+        run.train(
+            out, data=data, model_name=model, config_file=config, sets=sets, seed=seed, sample=sample, stream=stream
+        )
 
     @app.command("evaluate")
     def evaluate_cmd(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, mix
+from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, linear_t, mix, softmax_rows
 
 GROUPS: tuple[str, str, str] = ("shared", "scenario", "task")
 """Expert groups, in the order used by every ``[B, 3]`` group/mixing weight tensor."""
@@ -124,7 +124,8 @@ class PLEStack(nn.Module):
 class GroupedGate(nn.Module):
     """A gate factorised as ``P(group) · P(expert | group)`` over the groups given in ``sizes``.
 
-    ``selector=False`` means the group weights are supplied by the caller (e.g. a mixing module).
+    ``selector=False`` means the group weights are supplied by the caller (e.g. a mixing module). All
+    logits (within-group and group selector) come from one matmul over the groups' concatenated weights.
     """
 
     present: torch.Tensor
@@ -134,29 +135,33 @@ class GroupedGate(nn.Module):
         self.sizes = {g: sizes[g] for g in GROUPS if sizes.get(g, 0) > 0}
         self.within = nn.ModuleDict({g: nn.Linear(in_dim, n) for g, n in self.sizes.items()})
         self.selector = nn.Linear(in_dim, len(GROUPS)) if selector else None
+        self.splits = [*self.sizes.values(), *([len(GROUPS)] if selector else [])]
         self.register_buffer("present", torch.tensor([g in self.sizes for g in GROUPS]), persistent=False)
-
-    def group_weights(self, x: torch.Tensor) -> torch.Tensor:
-        if self.selector is None:
-            raise ValueError("this gate has no group selector; pass group_weights")
-        return self.selector(x).masked_fill(~self.present, float("-inf")).softmax(dim=-1)
 
     def forward(
         self, x: torch.Tensor, experts: dict[str, torch.Tensor], group_weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """→ (mixed ``[B, d]``, effective weights over all experts ``[B, n_total]``, within-group weights)."""
-        gw = self.group_weights(x) if group_weights is None else group_weights
+        # Each group keeps its own Linear (an ablation removes exactly that group's parameters); they are
+        # evaluated as one concatenated matmul.
+        linears = [*self.within.values(), *([self.selector] if self.selector is not None else [])]
+        weight = torch.cat([m.weight for m in linears])
+        bias = torch.cat([m.bias for m in linears])
+        logits = linear_t(x, weight, bias).split(self.splits, dim=0)  # [n_g, B] each
+        if group_weights is None:
+            if self.selector is None:
+                raise ValueError("this gate has no group selector; pass group_weights")
+            group_weights = softmax_rows(logits[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")))
         out: torch.Tensor | None = None
         flat: list[torch.Tensor] = []
         within: dict[str, torch.Tensor] = {}
-        for i, g in enumerate(GROUPS):
-            if g not in self.sizes:
-                continue
-            w = torch.softmax(self.within[g](x), dim=-1)
+        for j, g in enumerate(self.sizes):
+            i = GROUPS.index(g)
+            w = softmax_rows(logits[j])
             within[g] = w
-            part = gw[:, i : i + 1] * mix(w, experts[g])
+            part = group_weights[:, i : i + 1] * mix(w, experts[g])
             out = part if out is None else out + part
-            flat.append(gw[:, i : i + 1] * w)
+            flat.append(group_weights[:, i : i + 1] * w)
         assert out is not None  # "shared" is always present
         return out, torch.cat(flat, dim=1), within
 

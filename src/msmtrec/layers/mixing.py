@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from msmtrec.layers.experts import linear_t, softmax_rows
+
 MixingMode = Literal["learned", "uniform"]
 
 
@@ -55,10 +57,11 @@ class BalancedMixing(nn.Module):
         if self.logits is None:
             w = self.present.to(torch.float32) / self.present.sum()
             return w.unsqueeze(0).expand(scenario.shape[0], 3)
-        logits = self.logits[scenario, task]
+        logits = self.logits[:, task].t().index_select(1, scenario)  # [3, B]
         if self.modulation is not None and x is not None:
-            logits = logits + self.modulation[task](x)
-        return logits.masked_fill(~self.present, float("-inf")).softmax(dim=-1)
+            m = self.modulation[task]
+            logits = logits + linear_t(x, m.weight, m.bias)
+        return softmax_rows(logits.masked_fill(~self.present.unsqueeze(1), float("-inf")))
 
 
 def scenario_balance_loss(weights: torch.Tensor, scenario: torch.Tensor, num_scenarios: int) -> torch.Tensor:

@@ -38,14 +38,16 @@ class PartitionedNorm(nn.Module):
             count = x.new_zeros(self.num_scenarios).index_add(0, scenario, x.new_ones(x.shape[0]))
             denom = count.clamp(min=1.0).unsqueeze(1)
             mean = zeros.index_add(0, scenario, x) / denom  # [S, dim]
-            centred = x - mean[scenario]
+            centred = x - mean.index_select(0, scenario)
             var = zeros.index_add(0, scenario, centred.square()) / denom  # biased, as batch norm uses
             self._update_running(mean, var, count)
-            x_hat = centred * torch.rsqrt(var[scenario] + self.eps)
+            x_hat = centred * torch.rsqrt(var + self.eps).index_select(0, scenario)
         else:
-            x_hat = (x - self.running_mean[scenario]) * torch.rsqrt(self.running_var[scenario] + self.eps)
-        scale = self.weight * self.scenario_weight[scenario]
-        shift = self.bias + self.scenario_bias[scenario]
+            x_hat = (x - self.running_mean.index_select(0, scenario)) * torch.rsqrt(
+                self.running_var + self.eps
+            ).index_select(0, scenario)
+        scale = self.weight * self.scenario_weight.index_select(0, scenario)
+        shift = self.bias + self.scenario_bias.index_select(0, scenario)
         return x_hat * scale + shift
 
     @torch.no_grad()

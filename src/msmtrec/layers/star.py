@@ -43,10 +43,10 @@ class StarLinear(nn.Module):
         if not self.scenario_specific:
             return x @ self.weight + self.bias
         # Combine once per scenario ([S, in, out], independent of the batch), then multiply each row by its
-        # own scenario's combined weight (gather or one-hot block matmul, see scenario_matmul).
+        # own scenario's combined weight (see scenario_matmul for the formulations).
         combined = (self.weight * self.scenario_weight).unsqueeze(1)  # [S, 1, in, out]
         y = scenario_matmul(x.unsqueeze(1), combined, scenario, self.strategy).squeeze(1)
-        return y + self.bias + self.scenario_bias[scenario]
+        return y + self.bias + self.scenario_bias.index_select(0, scenario)
 
     def extra_flops(self) -> int:
         return 2 * self.in_dim * self.out_dim

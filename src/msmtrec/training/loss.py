@@ -21,15 +21,23 @@ from torch import nn
 from msmtrec.data.schema import Schema
 
 
-def scenario_weights(scenario: torch.Tensor, num_scenarios: int, mode: str) -> torch.Tensor | None:
+def scenario_weights(
+    scenario: torch.Tensor | None, num_scenarios: int, mode: str, counts: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """Per-scenario sample weights from the training split's scenario column (``None`` for ``none``).
+
+    A streamed split passes its rows per scenario as ``counts`` instead of a column it never holds whole.
 
     ``inverse_frequency`` gives every scenario the same total weight; ``sqrt_inverse`` is the milder
     ``1/sqrt(count)``. Both are scaled so that the mean weight over the training rows is 1.
     """
     if mode == "none":
         return None
-    counts = torch.bincount(scenario.long(), minlength=num_scenarios).double()
+    if counts is None:
+        if scenario is None:
+            raise ValueError("scenario_weights needs the scenario column or the counts")
+        counts = torch.bincount(scenario.long(), minlength=num_scenarios)
+    counts = counts.double()
     present = counts > 0
     raw = torch.zeros(num_scenarios, dtype=torch.float64)
     if mode == "inverse_frequency":

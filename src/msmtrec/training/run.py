@@ -47,7 +47,9 @@ CONFIG_FILE = "config.yaml"
 SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 PREPROCESSOR_FILE = "preprocessor.json"
-_CONFIG_KEYS = ("model_name", "data", "dataset", "sample", "seed", "model", "train", "world_size", "msmtrec_version")
+_CONFIG_KEYS = (
+    "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version"
+)
 _RAW_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".zip", ".bz2", ".xz")
 
 
@@ -95,8 +97,14 @@ def _pipeline() -> Any:
     return pipeline
 
 
-def load_data(spec: str, seed: int = 0, sample: int | None = None) -> LoadedData:
-    """Encoded splits for ``spec`` (see the module docstring for the accepted forms)."""
+def load_data(spec: str, seed: int = 0, sample: int | None = None, stream: bool = False) -> LoadedData:
+    """Encoded splits for ``spec`` (see the module docstring for the accepted forms).
+
+    With ``stream`` the spec's Parquet files are split by whole files, the training split is streamed
+    row group by row group (memory bounded whatever its size) and valid / test are loaded into memory.
+    """
+    if stream:
+        return _load_streamed(spec, sample)
     if spec == "planted" or spec.startswith("planted:"):
         try:
             rows = int(spec.split(":", 1)[1]) if ":" in spec else 4000
@@ -110,6 +118,20 @@ def load_data(spec: str, seed: int = 0, sample: int | None = None) -> LoadedData
     else:
         prepared = pipeline.prepare_dataset(spec, seed=seed, sample=sample)
     return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
+
+
+def _load_streamed(spec: str, sample: int | None, preprocessor: Any | None = None) -> LoadedData:
+    from msmtrec.data.stream import stream_splits
+
+    if sample is not None:
+        raise ConfigError("--sample cannot be combined with --stream (a stream reads whole row groups)")
+    data = stream_splits(spec, preprocessor=preprocessor)
+    for name in ("train", "valid", "test"):
+        if name not in data.splits:
+            raise ConfigError(f"--stream {spec}: no {name!r} files after the split; write more Parquet shards")
+    splits: dict[str, Any] = {"train": data.splits["train"]}
+    splits.update({name: data.materialize(name) for name in ("valid", "test")})
+    return LoadedData(data.preprocessor.spec.name, data.preprocessor.schema, splits, data.preprocessor)
 
 
 # ------------------------------------------------------------------------------------------- configs
@@ -184,13 +206,14 @@ def train(
     seed: int | None = None,
     sample: int | None = None,
     resume: bool = False,
+    stream: bool = False,
 ) -> dict[str, Any]:
     """Train into ``out`` (or continue it with ``resume``); returns the test metrics (every rank)."""
     out = Path(out)
     if resume:
         if not (out / CONFIG_FILE).exists():
             raise ConfigError(f"--resume {out}: no {CONFIG_FILE} there; not a run directory")
-        if data or model_name or config_file or sets or seed is not None or sample is not None:
+        if data or model_name or config_file or sets or seed is not None or sample is not None or stream:
             raise ConfigError("--resume takes the run directory only; its config.yaml fixes everything else")
         cfg = read_config_file(out / CONFIG_FILE)
     else:
@@ -203,6 +226,7 @@ def train(
         raise ConfigError("no data: pass --data SPEC (or data: in --config)")
     seed = int(seed if seed is not None else cfg.get("seed") or 0)
     sample = sample if sample is not None else cfg.get("sample")
+    stream = bool(stream or cfg.get("stream"))
     model_set, train_set = split_overrides(sets or {}, model_name)
     model_over = {**(cfg.get("model") or {}), **model_set}
     train_cfg = build_config(TrainConfig, {**(cfg.get("train") or {}), **train_set}, where="train")
@@ -214,7 +238,7 @@ def train(
         ctx.barrier()  # every rank looks before rank 0 writes anything
         if taken and not resume:
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
-        loaded = load_data(data, seed=seed, sample=sample)
+        loaded = load_data(data, seed=seed, sample=sample, stream=stream)
         seed_everything(seed)
         model = build_model(model_name, loaded.schema, model_over)
         if ctx.is_main and not resume:
@@ -224,6 +248,7 @@ def train(
                 "data": str(data),
                 "dataset": loaded.name,
                 "sample": sample,
+                "stream": stream,
                 "seed": seed,
                 "model": _plain(config_dict(model)),
                 "train": _plain(dataclasses.asdict(train_cfg)),
@@ -320,7 +345,11 @@ def evaluate(
         dataset, name, split = TensorDataset(batch), path.name, "file"
     else:
         spec = data if data is not None else cfg["data"]
-        loaded = load_data(spec, seed=int(cfg.get("seed") or 0), sample=cfg.get("sample") if data is None else None)
+        if data is None and cfg.get("stream"):
+            # A streamed run's encoders were fitted on a sample: score with the run's own, not a refit.
+            loaded = _load_streamed(spec, None, preprocessor=pre)
+        else:
+            loaded = load_data(spec, seed=int(cfg.get("seed") or 0), sample=cfg.get("sample") if data is None else None)
         if _model_view(loaded.schema) != _model_view(model.schema):
             raise ConfigError(f"--data {spec}: encodes to a different schema than the run {run_dir} was trained on")
         if split not in loaded.splits:

@@ -35,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from msmtrec.data.dataset import TensorDataset
-from msmtrec.data.schema import Batch
+from msmtrec.data.schema import Batch, Schema
+from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.training import io
@@ -43,6 +44,9 @@ from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
+
+TrainSplit = TensorDataset | ParquetStream
+"""The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.pt"
@@ -109,7 +113,10 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     ]
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=config.lr)
+    # The fused kernel updates every tensor in one pass: ~5x faster than the default on CPU, where the
+    # optimiser step over large embedding tables is a sizeable share of a training step.
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return cls(groups, lr=config.lr, fused=fused)
 
 
 @dataclass
@@ -178,7 +185,7 @@ class Trainer:
         return compute_metrics(model.schema, self.predict(model, dataset))
 
     # ------------------------------------------------------------------ training
-    def fit(self, model: MultiTaskModel, splits: dict[str, TensorDataset], resume: bool = False) -> FitResult:
+    def fit(self, model: MultiTaskModel, splits: dict[str, TrainSplit], resume: bool = False) -> FitResult:
         """Train ``model`` in place on ``splits["train"]``, early-stop on ``splits["valid"]``.
 
         With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
@@ -194,7 +201,7 @@ class Trainer:
         schema = model.schema
 
         train, batch_size = self._local_train(train_full)
-        sw = scenario_weights(train_full.tensors["scenario"], schema.num_scenarios, cfg.scenario_weighting)
+        sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
         module = TrainingModule(model, loss).to(self.device)
@@ -300,7 +307,7 @@ class Trainer:
             sums, rows = torch.zeros_like(sums), 0
             if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
                 state.finished = True
-            if ctx.is_main:
+            if ctx.is_main and cfg.progress:
                 tqdm.write(self._epoch_line(state.history[-1], improved), file=sys.stderr)
             checkpoint()
             if ctx.is_main and self.run_dir is not None:
@@ -320,7 +327,7 @@ class Trainer:
             valid_metrics=valid_metrics,
         )
 
-    def _local_train(self, train_full: TensorDataset) -> tuple[TensorDataset, int]:
+    def _local_train(self, train_full: TrainSplit) -> tuple[TrainSplit, int]:
         """This rank's training shard and per-rank batch size.
 
         Shards are cut to the same length so every rank runs the same number of steps (DDP needs every
@@ -329,6 +336,9 @@ class Trainer:
         ctx = self.ctx
         if not ctx.enabled:
             return train_full, self.config.batch_size
+        if not isinstance(train_full, TensorDataset):
+            # A stream shards whole row groups and cuts every shard to the same length by itself.
+            return train_full.shard(ctx.rank, ctx.world_size), math.ceil(self.config.batch_size / ctx.world_size)
         per_rank = len(train_full) // ctx.world_size
         shard = train_full.shard(ctx.rank, ctx.world_size)
         if len(shard) > per_rank:
@@ -421,6 +431,13 @@ class Trainer:
         mark = " *" if improved else ""
         mon_s = "-" if mon is None else f"{mon:.4f}"
         return f"epoch {row['epoch'] + 1}: train loss {losses} | valid monitor {mon_s}{mark}"
+
+
+def _scenario_counts(split: TrainSplit, schema: Schema) -> torch.Tensor:
+    """Rows per scenario of a training split: counted in memory, or from a stream's scenario scan."""
+    if isinstance(split, TensorDataset):
+        return torch.bincount(split.tensors["scenario"].long(), minlength=schema.num_scenarios)
+    return split.scenario_counts()
 
 
 def _state_dict(state: TrainState) -> dict[str, Any]:
