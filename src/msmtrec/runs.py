@@ -17,19 +17,23 @@ import torch
 import yaml
 
 from msmtrec.data.preprocessor import Preprocessor
+from msmtrec.data.schema import Schema
 from msmtrec.errors import MsmtrecError
 from msmtrec.models.base import MultiTaskModel, build_model
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"
 METRICS = "metrics.json"
+PREPROCESSOR = "preprocessor.json"
+SCHEMA = "schema.json"
 
 
 @dataclass
 class LoadedRun:
     path: Path
     model: MultiTaskModel
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | None
+    """``None`` only for runs on generated data (``--data planted``), which have a ``schema.json`` instead."""
     config: dict[str, Any]
     metrics: dict[str, Any]
 
@@ -60,15 +64,29 @@ def model_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return dict(m.get("config") or {k: v for k, v in m.items() if k != "name"})
 
 
-def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the trained model (eval mode) with its preprocessor from a run folder."""
+def load_run(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", require_preprocessor: bool = True
+) -> LoadedRun:
+    """Rebuild the trained model (eval mode) with its preprocessor from a run folder.
+
+    Serving and export need the preprocessor (raw rows in); evaluation of an encoded split does not, so it
+    passes ``require_preprocessor=False`` and a run on generated data rebuilds from ``schema.json``.
+    """
     run = Path(run_dir)
-    for name in (CONFIG, WEIGHTS, "preprocessor.json"):
+    needed = (CONFIG, WEIGHTS, PREPROCESSOR) if require_preprocessor else (CONFIG, WEIGHTS)
+    for name in needed:
         if not (run / name).exists():
             raise MsmtrecError(f"{run}: not a finished run folder (missing {name}); train one with `msmtrec train`")
     config = yaml.safe_load((run / CONFIG).read_text()) or {}
-    pre = Preprocessor.load(run)
-    model = build_model(model_name(config), pre.schema, model_overrides(config))
+    pre: Preprocessor | None = None
+    if (run / PREPROCESSOR).exists():
+        pre = Preprocessor.load(run)
+        schema = pre.schema
+    elif (run / SCHEMA).exists():
+        schema = Schema.from_dict(json.loads((run / SCHEMA).read_text()))
+    else:
+        raise MsmtrecError(f"{run}: neither {PREPROCESSOR} nor {SCHEMA}; cannot rebuild the model")
+    model = build_model(model_name(config), schema, model_overrides(config))
     state = torch.load(run / WEIGHTS, map_location=map_location, weights_only=True)
     model.load_state_dict(state)
     model.eval()

@@ -39,27 +39,29 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
+def _import_optional(module: str) -> object | None:
+    """The module, or ``None`` when it is not part of this install (missing modules of its own still raise)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+
+
 def _load() -> None:
     """Register the command modules once; ``main`` may be called many times in one process."""
     if _state["loaded"]:
         return
     _state["loaded"] = True
     for module, attr, name in _GROUPS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        app.add_typer(getattr(mod, attr), name=name)
+        mod = _import_optional(module)
+        if mod is not None:
+            app.add_typer(getattr(mod, attr), name=name)
     for module in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        mod.register(app)
+        mod = _import_optional(module)
+        if mod is not None:
+            mod.register(app)  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> None:

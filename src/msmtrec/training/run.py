@@ -21,7 +21,6 @@ funnel, a regression target and user ids), for smoke tests that need no files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, init_distributed, shutdown_distributed
 from msmtrec.training.metrics import compute_metrics, format_table, predict_split
-from msmtrec.training.trainer import MODEL_FILE, STATE_FILE, Trainer, seed_everything
+from msmtrec.training.trainer import STATE_FILE, Trainer, seed_everything
 
 CONFIG_FILE = "config.yaml"
 SCHEMA_FILE = "schema.json"
@@ -292,26 +291,11 @@ def train(
 
 
 def load_run_model(run_dir: str | Path) -> tuple[MultiTaskModel, dict[str, Any], Any | None]:
-    """Rebuild a run's model (config.yaml + schema from preprocessor.json + model.pt weights)."""
-    run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, MODEL_FILE):
-        if not (run_dir / name).exists():
-            raise ConfigError(f"{run_dir}: no {name}; not a finished run directory")
-    cfg = read_config_file(run_dir / CONFIG_FILE)
-    pre = None
-    if (run_dir / PREPROCESSOR_FILE).exists():
-        from msmtrec.data.preprocessor import Preprocessor
+    """A run's model (eval mode), its config.yaml and its preprocessor (``None`` for generated data)."""
+    from msmtrec.runs import load_run
 
-        pre = Preprocessor.load(run_dir)
-        schema = pre.schema
-    elif (run_dir / SCHEMA_FILE).exists():
-        schema = Schema.from_dict(json.loads((run_dir / SCHEMA_FILE).read_text()))
-    else:
-        raise ConfigError(f"{run_dir}: neither {PREPROCESSOR_FILE} nor {SCHEMA_FILE}; cannot rebuild the model")
-    model = build_model(cfg["model_name"], schema, cfg.get("model") or {})
-    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location="cpu", weights_only=True))
-    model.eval()
-    return model, cfg, pre
+    loaded = load_run(run_dir, require_preprocessor=False)
+    return loaded.model, loaded.config, loaded.preprocessor
 
 
 def _model_view(schema: Schema) -> dict[str, Any]:
