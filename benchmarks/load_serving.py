@@ -185,7 +185,17 @@ def run_load(
         results["model"] = httpx.get(f"{url}/v1/model", trust_env=False).json()["model"]
         for n in candidates:
             payloads = make_payloads(n)
-            results["phases"][n] = asyncio.run(_phase(url, payloads, concurrency, duration_s, max_requests))
+            cpu0, host0 = _process_cpu_s(server.pid), _host_cpu_ticks()
+            phase = asyncio.run(_phase(url, payloads, concurrency, duration_s, max_requests))
+            cpu1, host1 = _process_cpu_s(server.pid), _host_cpu_ticks()
+            if cpu0 is not None and cpu1 is not None and phase["requests"]:
+                # CPU time the server process itself used per request (warm-up requests included in the
+                # numerator, so slightly high): unlike latency, it does not grow when the host steals time
+                phase["server_cpu_ms_per_request"] = round(1e3 * (cpu1 - cpu0) / (phase["requests"] + 10), 2)
+            if host0 is not None and host1 is not None:
+                busy = (host1[0] - host0[0]) or 1
+                phase["host_steal_pct"] = round(100.0 * (host1[1] - host0[1]) / busy, 1)
+            results["phases"][n] = phase
     finally:
         server.terminate()
         try:
@@ -196,6 +206,29 @@ def run_load(
         if tmp is not None:
             tmp.cleanup()
     return results
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _host_cpu_ticks() -> tuple[int, int] | None:
+    """(all non-idle ticks including steal, steal ticks) from ``/proc/stat``; None where unavailable.
+
+    Steal is CPU time the hypervisor gave to other guests while this VM wanted it: on a shared cloud VM it
+    is what makes latency figures swing between runs, so the benchmark reports it beside them.
+    """
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal, steal
 
 
 def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
@@ -223,7 +256,8 @@ def format_results(results: dict[str, Any]) -> str:
 
     rows = [
         [n, r["requests"], r["errors"], f"{r['rps']:.1f}", ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["mean_ms"]),
-         ms(r["server_handler_p50_ms"]), ms(r["server_model_p50_ms"])]
+         ms(r["server_handler_p50_ms"]), ms(r["server_model_p50_ms"]), ms(r.get("server_cpu_ms_per_request")),
+         "–" if r.get("host_steal_pct") is None else f"{r['host_steal_pct']:.0f} %"]
         for n, r in results["phases"].items()
     ]
     head = (
@@ -231,7 +265,7 @@ def format_results(results: dict[str, Any]) -> str:
         f"{results['duration_s']} s per phase, {results['cpu_count']} CPU(s)"
     )
     headers = ["candidates", "requests", "errors", "req/s", "p50 ms", "p99 ms", "mean ms", "server p50 ms",
-               "model p50 ms"]
+               "model p50 ms", "server CPU ms/req", "host steal"]
     return head + "\n" + format_table(headers, rows)
 
 

@@ -263,3 +263,53 @@ def test_expert_bank_equals_separate_mlps() -> None:
         expected.append(h)
     assert torch.allclose(bank(x), torch.stack(expected, dim=1), atol=1e-6)
     assert bank.extra_flops() == 2 * 3 * (5 * 4 + 4 * 6)
+
+
+@pytest.mark.parametrize("fields", [3, 8, 15, 16, 21])
+def test_field_softmax_matches_softmax_with_gradients(fields: int) -> None:
+    from msmtrec.layers.attention import field_softmax
+
+    torch.manual_seed(fields)
+    scores = torch.randn(7, 2, fields, fields, requires_grad=True)
+    probe = torch.randn(7, 2, fields, fields)
+    ours = field_softmax(scores)
+    ref = torch.softmax(scores, dim=-1)
+    assert ours.shape == ref.shape
+    assert torch.allclose(ours, ref, atol=1e-6)
+    (g_ours,) = torch.autograd.grad((ours * probe).sum(), scores)
+    (g_ref,) = torch.autograd.grad((ref * probe).sum(), scores)
+    assert torch.allclose(g_ours, g_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", [{"shared": 2, "scenario": 1, "task": 1}, {"shared": 3, "task": 2}, {"shared": 1}])
+def test_grouped_gate_is_the_effective_weighted_sum_of_all_experts(sizes: dict[str, int]) -> None:
+    """out = Σ_e flat_e · expert_e over the concatenated experts, whatever the group sizes (size-1 groups
+    skip their softmax, which must not change the maths)."""
+    torch.manual_seed(0)
+    x = torch.randn(9, 5)
+    experts = {g: torch.randn(9, n, 4) for g, n in sizes.items()}
+    gate = GroupedGate(5, sizes)
+    out, flat, within = gate(x, experts)
+    stacked = torch.cat([experts[g] for g in ("shared", "scenario", "task") if g in experts], dim=1)
+    assert torch.allclose(out, torch.einsum("bn,bnd->bd", flat, stacked), atol=1e-6)
+    assert torch.allclose(flat.sum(-1), torch.ones(9), atol=1e-6)
+    for g, n in sizes.items():
+        assert within[g].shape == (9, n)
+        assert torch.allclose(within[g].sum(-1), torch.ones(9), atol=1e-6)
+
+
+def test_scenario_matmul_single_scenario_batch_fast_path() -> None:
+    """A batch from one scenario (every service request) takes the no-sort path: same values and grads."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 2, 5)
+    weight = torch.randn(4, 2, 5, 3)
+    scenario = torch.full((6,), 2)
+    expected = torch.einsum("bni,nio->bno", x, weight[2])
+    for strategy in ("segment", "dense", "gather"):
+        wr = weight.clone().requires_grad_()
+        out = scenario_matmul(x, wr, scenario, strategy)
+        assert torch.allclose(out, expected, atol=1e-5), strategy
+        out.sum().backward()
+        assert wr.grad is not None and torch.all(wr.grad[[0, 1, 3]] == 0) and wr.grad[2].abs().sum() > 0
+    empty = scenario_matmul(x[:0], weight, scenario[:0], "segment")
+    assert empty.shape == (0, 2, 3)

@@ -14,6 +14,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SHORT_SOFTMAX = 16
+"""Below this many fields the attention softmax runs over a leading axis (see :func:`field_softmax`)."""
+
+
+def field_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis (the key fields) of ``[..., F]`` attention scores.
+
+    PyTorch's CPU softmax only vectorises a last axis of 16 or more elements; over fewer (most datasets
+    have under 16 fields) it runs 2–5× slower than the same softmax over a contiguous *leading* axis. So
+    for short rows the scores are laid out key-field-first, normalised there, and handed back as a view
+    (measured at 1,000 rows × 2 heads, one thread: 8 fields 3.2 → 0.6 ms, 15 fields 10.0 → 5.6 ms; from 16
+    fields on the plain softmax is faster and is used).
+    """
+    if scores.shape[-1] >= SHORT_SOFTMAX:
+        return torch.softmax(scores, dim=-1)
+    nd = scores.dim()
+    lead = torch.softmax(scores.permute(nd - 1, *range(nd - 1)).contiguous(), dim=0)
+    return lead.permute(*range(1, nd), 0)
+
 
 class FieldAttentionLayer(nn.Module):
     """One AutoInt interacting layer: ``[B, F, D_in] → [B, F, H·d_h]`` plus ``[B, H, F, F]`` weights."""
@@ -35,7 +54,7 @@ class FieldAttentionLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        weights = torch.softmax(scores, dim=-1)  # [B, H, F, F]
+        weights = field_softmax(scores)  # [B, H, F, F]
         out = torch.matmul(weights, v).transpose(1, 2).reshape(x.shape[0], x.shape[1], self.out_dim)
         if self.residual is not None:
             out = out + self.residual(x)

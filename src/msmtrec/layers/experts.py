@@ -117,8 +117,11 @@ def scenario_matmul(
 def _segment_matmul(x: torch.Tensor, weight: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
     """Rows grouped by scenario, one ``einsum`` per scenario present (see :func:`scenario_matmul`)."""
     num_scenarios = weight.shape[0]
-    order = torch.argsort(scenario, stable=True)
     counts = torch.bincount(scenario, minlength=num_scenarios).tolist()
+    if max(counts, default=0) == x.shape[0] and x.shape[0] > 0:
+        # one scenario in the batch (every request to the scoring service): no sort, gather or scatter
+        return torch.einsum("bni,nio->bno", x, weight[counts.index(x.shape[0])])
+    order = torch.argsort(scenario, stable=True)
     pieces = x.index_select(0, order).split(counts)
     outputs = [
         torch.einsum("bni,nio->bno", piece, weight[s]) for s, piece in enumerate(pieces) if counts[s] > 0

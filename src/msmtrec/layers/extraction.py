@@ -152,16 +152,29 @@ class GroupedGate(nn.Module):
             if self.selector is None:
                 raise ValueError("this gate has no group selector; pass group_weights")
             group_weights = softmax_rows(logits[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")))
+        # out = Σ_groups P(g) · Σ_e P(e | g) · expert_e, accumulated as one fused multiply-add per expert
+        # with the effective weights P(g) · P(e | g) (two fewer full-width passes per group than mixing
+        # each group first and scaling it after).
         out: torch.Tensor | None = None
         flat: list[torch.Tensor] = []
         within: dict[str, torch.Tensor] = {}
         for j, g in enumerate(self.sizes):
             i = GROUPS.index(g)
-            w = softmax_rows(logits[j])
+            group_w = group_weights[:, i : i + 1]
+            if self.sizes[g] == 1:
+                # a softmax over one logit is exactly 1: skip it (a third of a HEF forward's gates have a
+                # single scenario or task expert)
+                w = torch.ones_like(logits[j]).t()
+                effective = group_w
+            else:
+                w = softmax_rows(logits[j])
+                effective = group_w * w
             within[g] = w
-            part = group_weights[:, i : i + 1] * mix(w, experts[g])
-            out = part if out is None else out + part
-            flat.append(group_weights[:, i : i + 1] * w)
+            flat.append(effective)
+            group_experts = experts[g]
+            for e in range(group_experts.shape[1]):
+                weight, expert = effective[:, e : e + 1], group_experts[:, e]
+                out = weight * expert if out is None else torch.addcmul(out, weight, expert)
         assert out is not None  # "shared" is always present
         return out, torch.cat(flat, dim=1), within
 

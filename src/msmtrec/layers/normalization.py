@@ -33,6 +33,10 @@ class PartitionedNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_scenarios, dim))
 
     def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        # The affine parameters are combined per scenario ([S, dim], independent of the batch size) before
+        # each row picks its own, so the per-row work is one gather and one fused multiply-add.
+        scale = self.weight * self.scenario_weight  # γ · γ_s
+        shift = self.bias + self.scenario_bias  # β + β_s
         if self.training:
             zeros = x.new_zeros(self.num_scenarios, self.dim)
             count = x.new_zeros(self.num_scenarios).index_add(0, scenario, x.new_ones(x.shape[0]))
@@ -41,14 +45,12 @@ class PartitionedNorm(nn.Module):
             centred = x - mean.index_select(0, scenario)
             var = zeros.index_add(0, scenario, centred.square()) / denom  # biased, as batch norm uses
             self._update_running(mean, var, count)
-            x_hat = centred * torch.rsqrt(var + self.eps).index_select(0, scenario)
-        else:
-            x_hat = (x - self.running_mean.index_select(0, scenario)) * torch.rsqrt(
-                self.running_var + self.eps
-            ).index_select(0, scenario)
-        scale = self.weight * self.scenario_weight.index_select(0, scenario)
-        shift = self.bias + self.scenario_bias.index_select(0, scenario)
-        return x_hat * scale + shift
+            row_scale = (torch.rsqrt(var + self.eps) * scale).index_select(0, scenario)
+            return torch.addcmul(shift.index_select(0, scenario), centred, row_scale)
+        # eval: (x - μ_s) / σ_s · γγ_s + ββ_s folded into x · a_s + c_s
+        a = torch.rsqrt(self.running_var + self.eps) * scale
+        c = shift - self.running_mean * a
+        return torch.addcmul(c.index_select(0, scenario), x, a.index_select(0, scenario))
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:

@@ -162,11 +162,14 @@ class HEF(MultiTaskModel):
                 scenario_in = out.scenario
         extra = self.aux(raw_flat, scenario) if self.aux is not None else None
         outputs = self.heads(task_in, extra)
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            # A Python-side cache for the trainer; skipped while tracing/exporting, where it is not part of
-            # the served graph and would leak a traced tensor into the module.
+        if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            # A Python-side cache for the trainer, computed only when gradients are on (training): scoring
+            # under no_grad/inference_mode never reads it, and while tracing/exporting it is not part of the
+            # served graph and would leak a traced tensor into the module.
             n = self.schema.num_scenarios
             self._balance = torch.stack([scenario_balance_loss(u, scenario, n) for u in usage]).mean()
+        else:
+            self._balance = None
         return outputs, info
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -150,6 +150,16 @@ class Scorer:
         self.backend = "onnx"
         return Path(path)
 
+    def warm_up(self, rows: Sequence[int] = (1, 100, 1000)) -> None:
+        """Run the active backend on random batches of these sizes, so the first requests after start-up do
+        not pay for lazy allocations, kernel selection and the allocator's first growth."""
+        gen = torch.Generator().manual_seed(0)
+        for n in rows:
+            batch = random_batch(self.schema, n, gen)
+            batch.pop("labels", None)
+            for _ in range(2):
+                self.outputs(batch)
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Raw model outputs (logits / transformed values) from the active backend."""
         if self._onnx is not None:
