@@ -12,25 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from shipped_data import FIXTURE_OVERRIDES, HAVE_DATA, ROOT
 
 from msmtrec.data.pipeline import load_prepared, prepare_dataset, save_prepared
 from msmtrec.data.preprocessor import Preprocessor
-from msmtrec.data.spec import data_root, load_spec, shipped_specs
+from msmtrec.data.spec import load_spec, shipped_specs
 from msmtrec.errors import DataError, SpecError
 
-ROOT = data_root()
-HAVE_DATA = (ROOT / "hillstrom" / "hillstrom.csv").exists()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"shared data not found at {ROOT}")
-
-FIXTURE_OVERRIDES = {
-    "aliexpress": {
-        "split.train": "fixtures/aliexpress_train_sample.csv",
-        "split.test": "fixtures/aliexpress_test_sample.csv",
-        "scenario.default": "NL",
-    },
-    "ali_ccp": {"split.method": "random", "files.path": "fixtures/ali_ccp_sample.csv"},
-    "kuairand": {"files.path": "fixtures/kuairand_sample.csv"},
-}
 
 
 @pytest.fixture(scope="module")

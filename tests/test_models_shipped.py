@@ -10,26 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from shipped_data import FIXTURE_OVERRIDES, HAVE_DATA, ROOT
 
 from msmtrec.data.pipeline import prepare_dataset
-from msmtrec.data.spec import data_root, load_spec, shipped_specs
+from msmtrec.data.spec import load_spec, shipped_specs
 from msmtrec.data.synth import SynthConfig, synthesize
 from msmtrec.models import build_model, registered_models
 
-ROOT = data_root()
-HAVE_DATA = (ROOT / "hillstrom" / "hillstrom.csv").exists()
-
-OVERRIDES = {
-    "hillstrom": {},
-    "census_kdd": {},
-    "aliexpress": {
-        "split.train": "fixtures/aliexpress_train_sample.csv",
-        "split.test": "fixtures/aliexpress_test_sample.csv",
-        "scenario.default": "NL",
-    },
-    "ali_ccp": {"split.method": "random", "files.path": "fixtures/ali_ccp_sample.csv"},
-    "kuairand": {"files.path": "fixtures/kuairand_sample.csv"},
-}
+OVERRIDES = {"hillstrom": {}, "census_kdd": {}, **FIXTURE_OVERRIDES}
 
 
 def test_every_shipped_spec_is_covered() -> None:

@@ -210,9 +210,10 @@ class Scorer:
         ctx = context or {}
         n = len(rows)
         cols: dict[str, Any] = {}
+        in_rows = set().union(*rows) if ctx else set()  # keys any row has (one C-level pass over all rows)
         for col in self.required:
             shared = ctx.get(col, MISSING)
-            if shared is not MISSING and not any(col in r for r in rows):
+            if shared is not MISSING and col not in in_rows:
                 # a context-only feature: convert once, broadcast (the common case for user features)
                 values = [text_value(shared) if col in self.sparse_columns else shared] * n
                 if col in self.sparse_columns:
