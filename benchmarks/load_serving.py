@@ -142,7 +142,7 @@ def run_load(
     max_requests: int = 20_000,
     threads: int | None = None,
     backend: str = "torch",
-    startup_timeout_s: float = 180.0,
+    startup_timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """Start a server on loopback, load it phase by phase, stop it; returns the figures per phase."""
     tmp = None
@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=15.0, help="Seconds per phase.")
     ap.add_argument("--max-requests", type=int, default=20_000, help="Requests per phase at most.")
     ap.add_argument("--threads", type=int, default=0, help="Server inference threads (0: server default).")
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="Server inference backend.")
+    ap.add_argument("--backend", default="torch", choices=["torch", "compiled", "onnx"],
+                    help="Server inference backend.")
     ap.add_argument("--json", help="Also write the results here.")
     args = ap.parse_args(argv)
     results = run_load(

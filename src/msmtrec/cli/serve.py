@@ -51,7 +51,10 @@ def serve(
     max_records: int = typer.Option(10000, "--max-records", help="More records in one score request: 413."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Larger request bodies: 413."),
     threads: int = typer.Option(0, "--threads", help="Inference threads (0: half the cores, at most 4)."),
-    backend: str = typer.Option("torch", "--backend", help="torch, or onnx (ONNX Runtime; faster on CPU)."),
+    backend: str = typer.Option(
+        "torch", "--backend",
+        help="torch (eager), compiled (torch.compile: ~2x faster forward, 1-2 min start-up) or onnx (ONNX Runtime).",
+    ),
     onnx_file: Path = typer.Option(None, "--onnx-file", help="With --backend onnx: a file from `msmtrec export`."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
@@ -69,8 +72,12 @@ def serve(
     _warn_if_public(host)
     configure_threads(threads or None)
     scorer = Scorer.load(run_dir)
-    if backend not in ("torch", "onnx"):
-        raise MsmtrecError(f"--backend must be torch or onnx, got {backend!r}")
+    if backend not in ("torch", "compiled", "onnx"):
+        raise MsmtrecError(f"--backend must be torch, compiled or onnx, got {backend!r}")
+    if backend == "compiled":
+        print("compiling the model with torch.compile (1-2 minutes on 2 cores, less with a warm cache)...",
+              flush=True)
+        scorer.use_compiled()
     if backend == "onnx":
         print("preparing the ONNX Runtime backend (exporting the model)..." if onnx_file is None else
               f"loading {onnx_file}", flush=True)

@@ -84,6 +84,7 @@ class Scorer:
         self.run = run
         self.backend = "torch"
         self._onnx: Any = None
+        self._compiled: Any = None
         self._tmp: Any = None  # keeps a start-up ONNX export alive as long as the scorer
         self.model = run.model.eval()
         self.pre: Preprocessor = run.preprocessor
@@ -150,6 +151,32 @@ class Scorer:
         self.backend = "onnx"
         return Path(path)
 
+    def use_compiled(self, atol: float = 1e-4) -> None:
+        """Run forward passes through ``torch.compile`` (Inductor): the model's many small elementwise ops
+        are fused into generated C++ kernels, about 2× faster than eager for HEF at 1,000 rows on CPU.
+
+        Compiling takes one to two minutes on a 2-core machine (needs a C++ compiler; Inductor caches the
+        result on disk, so later start-ups are quicker) and happens here, not on the first request. The
+        graph is compiled for dynamic batch sizes; batches of one row are padded to two so the size-1
+        specialisation never triggers a second compile mid-traffic. The compiled model is checked
+        against eager PyTorch on a probe batch and refused if it disagrees.
+        """
+        compiled = torch.compile(self.model, dynamic=True)
+        probe = random_batch(self.schema, 64, torch.Generator().manual_seed(0))
+        probe.pop("labels", None)
+        with torch.inference_mode():
+            try:
+                got = compiled(probe)
+            except Exception as e:  # noqa: BLE001 - any compiler failure is reported as one user error
+                raise DataError(f"torch.compile failed for {self.model_name}: {type(e).__name__}: {e}; "
+                                "use --backend torch or onnx") from None
+            ref = self.model(probe)
+        worst = max(float((got[t].double() - ref[t].double()).abs().max()) for t in self.task_names)
+        if not worst <= atol:
+            raise DataError(f"compiled outputs differ from eager PyTorch by {worst:.2e}; use --backend torch")
+        self._compiled = compiled
+        self.backend = "compiled"
+
     def warm_up(self, rows: Sequence[int] = (1, 100, 1000)) -> None:
         """Run the active backend on random batches of these sizes, so the first requests after start-up do
         not pay for lazy allocations, kernel selection and the allocator's first growth."""
@@ -165,6 +192,8 @@ class Scorer:
         if self._onnx is not None:
             return self._onnx(batch)
         with torch.inference_mode():
+            if self._compiled is not None:
+                return _forward_padded(self._compiled, batch)
             return self.model(batch)
 
     def outputs(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -238,6 +267,16 @@ class Scorer:
                 if any(v is not None for v in values):
                     cols[idc] = pd.Series([text_value(v) for v in values], dtype=object)
         return pd.DataFrame(cols)
+
+
+def _forward_padded(model: Callable[[Batch], dict[str, torch.Tensor]], batch: Batch) -> dict[str, torch.Tensor]:
+    """Call a dynamically compiled model, repeating a one-row batch to two rows (and dropping the copy):
+    compilers specialise sizes 0 and 1, and a recompile in the middle of serving would stall requests."""
+    rows = batch["scenario"].shape[0]
+    if rows != 1:
+        return model(batch)
+    doubled = {k: torch.cat([v, v]) for k, v in batch.items()}
+    return {k: v[:1] for k, v in model(doubled).items()}
 
 
 def _sequence_text(values: list[Any], sep: str | None) -> pd.Series:
