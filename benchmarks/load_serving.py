@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 LOOPBACK = "127.0.0.1"
+WARMUP_REQUESTS = 10
+"""Requests sent before each phase's clock starts (not in the latency figures)."""
 CONTEXT_COLUMNS = ("recency", "history", "zip_code", "newbie", "channel")
 ITEM_COLUMNS = ("history_segment", "mens", "womens")
 
@@ -71,7 +73,12 @@ def make_payloads(n_candidates: int, count: int = 20, seed: int = 0, ads: int = 
 
 
 async def _phase(
-    url: str, payloads: list[bytes], concurrency: int, duration_s: float, max_requests: int, warmup: int = 10
+    url: str,
+    payloads: list[bytes],
+    concurrency: int,
+    duration_s: float,
+    max_requests: int,
+    warmup: int = WARMUP_REQUESTS,
 ) -> dict[str, Any]:
     import httpx
 
@@ -189,9 +196,10 @@ def run_load(
             phase = asyncio.run(_phase(url, payloads, concurrency, duration_s, max_requests))
             cpu1, host1 = _process_cpu_s(server.pid), _host_cpu_ticks()
             if cpu0 is not None and cpu1 is not None and phase["requests"]:
-                # CPU time the server process itself used per request (warm-up requests included in the
-                # numerator, so slightly high): unlike latency, it does not grow when the host steals time
-                phase["server_cpu_ms_per_request"] = round(1e3 * (cpu1 - cpu0) / (phase["requests"] + 10), 2)
+                # CPU time the server process itself used per request, warm-up requests counted too: unlike
+                # latency, it does not grow when the host steals time
+                served = phase["requests"] + WARMUP_REQUESTS
+                phase["server_cpu_ms_per_request"] = round(1e3 * (cpu1 - cpu0) / served, 2)
             if host0 is not None and host1 is not None:
                 busy = (host1[0] - host0[0]) or 1
                 phase["host_steal_pct"] = round(100.0 * (host1[1] - host0[1]) / busy, 1)

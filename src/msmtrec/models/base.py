@@ -50,7 +50,8 @@ class MultiTaskModel(nn.Module):
         self.task_names: list[str] = schema.task_names
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        """Every registered model defines this: ``{task: [B] logits (binary) or values (regression)}``."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward(batch) -> {{task: tensor}}")
 
     def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Weights a user wants to look at. Models with attention / gates / mixing override this.

@@ -22,7 +22,7 @@ import torch
 from msmtrec.data.preprocessor import Preprocessor, TransformReport
 from msmtrec.data.reader import SCENARIO_COL
 from msmtrec.data.schema import Batch, Schema, random_batch
-from msmtrec.errors import DataError
+from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.runs import LoadedRun, load_run
 
 MISSING = object()
@@ -168,12 +168,12 @@ class Scorer:
             try:
                 got = compiled(probe)
             except Exception as e:  # noqa: BLE001 - any compiler failure is reported as one user error
-                raise DataError(f"torch.compile failed for {self.model_name}: {type(e).__name__}: {e}; "
+                raise MsmtrecError(f"torch.compile failed for {self.model_name}: {type(e).__name__}: {e}; "
                                 "use --backend torch or onnx") from None
             ref = self.model(probe)
         worst = max(float((got[t].double() - ref[t].double()).abs().max()) for t in self.task_names)
         if not worst <= atol:
-            raise DataError(f"compiled outputs differ from eager PyTorch by {worst:.2e}; use --backend torch")
+            raise MsmtrecError(f"compiled outputs differ from eager PyTorch by {worst:.2e}; use --backend torch")
         self._compiled = compiled
         self.backend = "compiled"
 

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 import msmtrec
+from msmtrec import runs
 from msmtrec.config import build_config
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.planted import planted_batch
@@ -42,10 +43,10 @@ from msmtrec.training.distributed import DistContext, init_distributed, shutdown
 from msmtrec.training.metrics import compute_metrics, format_table, predict_split
 from msmtrec.training.trainer import STATE_FILE, Trainer, seed_everything
 
-CONFIG_FILE = "config.yaml"
-SCHEMA_FILE = "schema.json"
-METRICS_FILE = "metrics.json"
-PREPROCESSOR_FILE = "preprocessor.json"
+CONFIG_FILE = runs.CONFIG
+SCHEMA_FILE = runs.SCHEMA
+METRICS_FILE = runs.METRICS
+PREPROCESSOR_FILE = runs.PREPROCESSOR
 _CONFIG_KEYS = (
     "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version"
 )
@@ -292,9 +293,7 @@ def train(
 
 def load_run_model(run_dir: str | Path) -> tuple[MultiTaskModel, dict[str, Any], Any | None]:
     """A run's model (eval mode), its config.yaml and its preprocessor (``None`` for generated data)."""
-    from msmtrec.runs import load_run
-
-    loaded = load_run(run_dir, require_preprocessor=False)
+    loaded = runs.load_run(run_dir, require_preprocessor=False)
     return loaded.model, loaded.config, loaded.preprocessor
 
 

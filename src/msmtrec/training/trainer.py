@@ -39,6 +39,7 @@ from msmtrec.data.schema import Batch, Schema
 from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
+from msmtrec.runs import WEIGHTS
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
@@ -49,7 +50,7 @@ TrainSplit = TensorDataset | ParquetStream
 """The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
 STATE_FILE = "last.pt"
-MODEL_FILE = "model.pt"
+MODEL_FILE = WEIGHTS
 HISTORY_FILE = "history.csv"
 DIE_AFTER_ENV = "MSMTREC_TEST_DIE_AFTER_BATCHES"
 """Test hook: SIGKILL this process right after that many optimiser steps (and any checkpoint due)."""
