@@ -2,9 +2,9 @@
 
 Starts the server in a subprocess on 127.0.0.1 (never any other address), waits for ``/health``, then
 runs ``concurrency`` async httpx clients posting ``/v1/rank`` requests with 100 and 1,000 candidates
-built from real Hillstrom rows. Each phase stops after ``duration_s`` seconds or ``max_requests``
-requests, whichever comes first, and the server is always shut down. Reports p50/p99 latency,
-requests/s and errors per phase.
+built from real Hillstrom rows, sent as candidate objects and as candidate columns. Each phase stops
+after ``duration_s`` seconds or ``max_requests`` requests, whichever comes first, and the server is
+always shut down. Reports p50/p99 latency, requests/s and errors per phase.
 
     .venv/bin/python benchmarks/load_serving.py --model hef --duration 20 --concurrency 2
 
@@ -40,8 +40,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_payloads(n_candidates: int, count: int = 20, seed: int = 0, ads: int = 3) -> list[bytes]:
+FORMATS = ("rows", "columns")
+"""How candidates travel: ``rows`` = one object per candidate (``candidates``), ``columns`` = one list per
+field (``candidate_columns``). The same requests either way."""
+
+
+def make_payloads(
+    n_candidates: int, count: int = 20, seed: int = 0, ads: int = 3, form: str = "rows"
+) -> list[bytes]:
     """``count`` distinct rank requests (pre-serialised, so the client spends no time encoding)."""
+    if form not in FORMATS:
+        raise ValueError(f"form must be one of {FORMATS}, got {form!r}")
     from msmtrec.serving.testing import raw_rows
 
     rows = raw_rows(max(n_candidates, 1000), seed=seed)
@@ -68,8 +77,20 @@ def make_payloads(n_candidates: int, count: int = 20, seed: int = 0, ads: int = 
             "objective": {"weights": {"visit": 1.0, "conversion": 20.0, "spend": 0.1}},
             "slots": {"positions": 20, "max_ads": 2, "ad_positions": [2, 5, 9]},
         }
+        if form == "columns":
+            body["candidate_columns"] = as_columns(body.pop("candidates"))
         out.append(json.dumps(body).encode())
     return out
+
+
+def as_columns(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Candidate objects → ``candidate_columns`` (defaults filled in where only some candidates set a field)."""
+    defaults = {"id": None, "is_ad": False, "bid": None, "bid_type": "cpc", "price": None}
+    cols: dict[str, Any] = {key: [c.get(key, default) for c in candidates] for key, default in defaults.items()
+                            if any(key in c for c in candidates)}
+    names = dict.fromkeys(k for c in candidates for k in c.get("features", {}))
+    cols["features"] = {k: [c["features"][k] for c in candidates] for k in names}
+    return cols
 
 
 async def _phase(
@@ -148,10 +169,14 @@ def run_load(
     duration_s: float = 15.0,
     max_requests: int = 20_000,
     threads: int | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     startup_timeout_s: float = 600.0,
+    forms: tuple[str, ...] = FORMATS,
 ) -> dict[str, Any]:
-    """Start a server on loopback, load it phase by phase, stop it; returns the figures per phase."""
+    """Start a server on loopback, load it phase by phase, stop it; returns the figures per phase.
+
+    A phase is one (candidate count, request form) pair, keyed ``"1000 rows"`` / ``"1000 columns"``.
+    """
     tmp = None
     if run_dir is None:
         from msmtrec.serving.testing import make_run_dir
@@ -189,9 +214,10 @@ def run_load(
         _wait_healthy(url, server, startup_timeout_s)
         import httpx
 
-        results["model"] = httpx.get(f"{url}/v1/model", trust_env=False).json()["model"]
-        for n in candidates:
-            payloads = make_payloads(n)
+        info = httpx.get(f"{url}/v1/model", trust_env=False).json()
+        results["model"], results["backend"] = info["model"], info["backend"]  # what auto resolved to
+        for n, form in ((n, form) for n in candidates for form in forms):
+            payloads = make_payloads(n, form=form)
             cpu0, host0 = _process_cpu_s(server.pid), _host_cpu_ticks()
             phase = asyncio.run(_phase(url, payloads, concurrency, duration_s, max_requests))
             cpu1, host1 = _process_cpu_s(server.pid), _host_cpu_ticks()
@@ -203,7 +229,8 @@ def run_load(
             if host0 is not None and host1 is not None:
                 busy = (host1[0] - host0[0]) or 1
                 phase["host_steal_pct"] = round(100.0 * (host1[1] - host0[1]) / busy, 1)
-            results["phases"][n] = phase
+            phase.update(candidates=n, form=form)
+            results["phases"][f"{n} {form}"] = phase
     finally:
         server.terminate()
         try:
@@ -263,16 +290,17 @@ def format_results(results: dict[str, Any]) -> str:
         return "–" if v is None else f"{v:.1f}"
 
     rows = [
-        [n, r["requests"], r["errors"], f"{r['rps']:.1f}", ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["mean_ms"]),
+        [r["candidates"], r["form"], r["requests"], r["errors"], f"{r['rps']:.1f}",
+         ms(r["p50_ms"]), ms(r["p99_ms"]), ms(r["mean_ms"]),
          ms(r["server_handler_p50_ms"]), ms(r["server_model_p50_ms"]), ms(r.get("server_cpu_ms_per_request")),
          "–" if r.get("host_steal_pct") is None else f"{r['host_steal_pct']:.0f} %"]
-        for n, r in results["phases"].items()
+        for r in results["phases"].values()
     ]
     head = (
         f"model {results['model']} ({results['backend']}), {results['concurrency']} concurrent client(s), "
         f"{results['duration_s']} s per phase, {results['cpu_count']} CPU(s)"
     )
-    headers = ["candidates", "requests", "errors", "req/s", "p50 ms", "p99 ms", "mean ms", "server p50 ms",
+    headers = ["candidates", "form", "requests", "errors", "req/s", "p50 ms", "p99 ms", "mean ms", "server p50 ms",
                "model p50 ms", "server CPU ms/req", "host steal"]
     return head + "\n" + format_table(headers, rows)
 
@@ -286,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=15.0, help="Seconds per phase.")
     ap.add_argument("--max-requests", type=int, default=20_000, help="Requests per phase at most.")
     ap.add_argument("--threads", type=int, default=0, help="Server inference threads (0: server default).")
-    ap.add_argument("--backend", default="torch", choices=["torch", "compiled", "onnx"],
-                    help="Server inference backend.")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torchscript", "torch", "compiled", "onnx"],
+                    help="Server inference backend (default: the server's default, auto).")
+    ap.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS, dest="forms",
+                    help="Candidate request forms to load (default: both, one phase each).")
     ap.add_argument("--json", help="Also write the results here.")
     args = ap.parse_args(argv)
     results = run_load(
@@ -299,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_requests,
         args.threads or None,
         args.backend,
+        forms=tuple(args.forms),
     )
     print(format_results(results))
     if args.json:

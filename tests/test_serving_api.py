@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from msmtrec.data.reader import SCENARIO_COL
 from msmtrec.serving.app import Limits, create_app
 from msmtrec.serving.scorer import Scorer
 from msmtrec.serving.testing import make_run_dir
@@ -64,7 +66,7 @@ def test_score_matches_batch_scoring(client: TestClient, scorer: Scorer) -> None
     preds = r.json()["predictions"]
     assert len(preds) == 5 and set(preds[0]) == {"visit", "conversion", "spend"}
     assert all(0.0 < p["visit"] < 1.0 for p in preds)
-    frame = scorer.records_frame("Mens E-Mail", records)
+    frame = pd.DataFrame(records).assign(**{SCENARIO_COL: "Mens E-Mail"})  # the training-time transform
     expected = scorer.score_frame(frame).predictions
     np.testing.assert_allclose([p["visit"] for p in preds], expected["visit"], rtol=1e-6)
 
@@ -266,3 +268,83 @@ def test_onnx_backend_refuses_a_foreign_export(scorer: Scorer, tmp_path: Path) -
     path = export_onnx(other.model, tmp_path / "other.onnx")
     with pytest.raises(DataError, match="differ"):
         Scorer(scorer.run).use_onnx(path)
+
+
+# ------------------------------------------------------------------------------- candidate columns
+
+
+def _columns(cands: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same candidates as candidate_columns (one list per field)."""
+    names = list(cands[0]["features"])
+    cols: dict[str, Any] = {"id": [c.get("id") for c in cands],
+                            "features": {k: [c["features"][k] for c in cands] for k in names}}
+    for key in ("is_ad", "bid", "bid_type", "price"):
+        if any(key in c for c in cands):
+            default = {"is_ad": False, "bid_type": "cpc"}.get(key)
+            cols[key] = [c.get(key, default) for c in cands]
+    return cols
+
+
+def test_candidate_columns_give_the_same_page_as_candidate_objects(client: TestClient) -> None:
+    cands = _candidates(60)
+    for i in (4, 9, 20):
+        cands[i].update(is_ad=True, bid=1000.0 + i, bid_type="cpa" if i == 9 else "cpc")
+    for i, c in enumerate(cands):
+        c["price"] = 10.0 + i
+    cands[7]["features"]["history_segment"] = "never seen"
+    common = {"scenario": "Womens E-Mail", "context": CONTEXT, "slots": {"positions": 12, "max_ads": 2},
+              "objective": {"weights": {"visit": 1.0, "conversion": 5.0}, "price_tasks": ["conversion"]}}
+    rows = client.post("/v1/rank", json={**common, "candidates": cands})
+    cols = client.post("/v1/rank", json={**common, "candidate_columns": _columns(cands)})
+    assert rows.status_code == 200 and cols.status_code == 200, cols.text
+    assert cols.json() == rows.json()
+    assert any(p["is_ad"] for p in cols.json()["page"]) and cols.json()["oov"] == {"history_segment": 1}
+
+
+def test_candidate_columns_may_leave_features_to_the_context(client: TestClient) -> None:
+    """A feature in the columns wins over the context; the rest come from the context."""
+    cands = _candidates(5)
+    cols = _columns(cands)
+    cols["features"]["zip_code"] = ["Rural"] * 5
+    r = client.post("/v1/rank", json={"scenario": "Mens E-Mail", "context": CONTEXT, "candidate_columns": cols})
+    want = client.post("/v1/rank", json={"scenario": "Mens E-Mail", "context": CONTEXT, "candidates": [
+        {**c, "features": {**c["features"], "zip_code": "Rural"}} for c in cands]})
+    assert r.status_code == 200, r.text
+    assert r.json() == want.json()
+
+
+def test_candidate_columns_bad_requests_name_the_field(client: TestClient) -> None:
+    cols = _columns(_candidates(4))
+    body = {"scenario": "Mens E-Mail", "context": CONTEXT}
+
+    def post(**changes: Any) -> Any:
+        return client.post("/v1/rank", content=json.dumps({**body, **changes}),
+                           headers={"content-type": "application/json"})
+
+    r = post()
+    assert r.status_code == 422 and "exactly one" in _detail(r)[0]["msg"]
+    r = post(candidates=_candidates(4), candidate_columns=cols)
+    assert r.status_code == 422 and "exactly one" in _detail(r)[0]["msg"]
+    r = post(candidate_columns={**cols, "id": cols["id"][:3]})
+    assert r.status_code == 422 and "'id' has 3 entries, the others 4" in _detail(r)[0]["msg"]
+    assert _detail(r)[0]["loc"] == ["body", "candidate_columns"]
+    r = post(candidate_columns={"features": {}})
+    assert r.status_code == 422 and "no columns" in _detail(r)[0]["msg"]
+    r = post(candidate_columns={"id": []})
+    assert r.status_code == 422 and "no candidates" in _detail(r)[0]["msg"]
+    r = post(candidate_columns=cols, context={k: v for k, v in CONTEXT.items() if k != "zip_code"})
+    assert r.status_code == 422 and _detail(r)[0]["loc"] == ["body", "candidate_columns", "features", "zip_code"]
+    bad = {**cols, "features": {**cols["features"], "history": [1.0, "lots", 2.0, 3.0]}}
+    r = post(candidate_columns=bad)
+    assert r.status_code == 422 and _detail(r)[0]["loc"] == ["body", "candidate_columns", "features", "history", 1]
+    bad = {**cols, "features": {**cols["features"], "history": [1.0, float("nan"), 2.0, 3.0]}}
+    r = post(candidate_columns=bad)
+    assert r.status_code == 422 and _detail(r)[0]["loc"][:4] == ["body", "candidate_columns", "features", "history"]
+    r = post(candidate_columns={**cols, "is_ad": [False, True, False, False]})
+    assert r.status_code == 422 and _detail(r)[0]["loc"] == ["body", "candidate_columns", "bid", 1]
+    r = post(candidate_columns={**cols, "bid": [None, -1.0, None, None]})
+    assert r.status_code == 422 and _detail(r)[0]["loc"][:4] == ["body", "candidate_columns", "bid", 1]
+    r = post(candidate_columns={**cols, "bid_type": ["cpc", "cpm", "cpc", "cpc"]})
+    assert r.status_code == 422 and _detail(r)[0]["loc"][:4] == ["body", "candidate_columns", "bid_type", 1]
+    r = post(candidate_columns=_columns(_candidates(501)))
+    assert r.status_code == 413 and _detail(r)[0]["loc"] == ["body", "candidate_columns"]

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from msmtrec import __version__
 from msmtrec.data.encoders import (
     BucketEncoder,
     DenseEncoder,
+    Encoder,
     HashEncoder,
     SequenceEncoder,
     VocabEncoder,
@@ -36,6 +38,9 @@ from msmtrec.data.spec import DatasetSpec, spec_from_dict, spec_to_dict
 from msmtrec.errors import DataError
 
 ARTIFACT_NAME = "preprocessor.json"
+
+Column = np.ndarray | pd.Series
+"""One feature's values for :meth:`Preprocessor.encode`: ``rows`` values or one shared value."""
 
 
 def _default_where(i: object) -> str:
@@ -136,40 +141,62 @@ class Preprocessor:
         where=_default_where,  # noqa: ANN001
     ) -> tuple[Batch, TransformReport]:
         """Rows → a :data:`Batch` of tensors, plus counts of OOV values and imputed numbers."""
-        report = TransformReport(rows=len(frame))
         missing = [c for c in self.required_columns(with_labels) if c not in frame.columns]
         if missing:
             raise DataError(f"input is missing column(s) {missing}")
-        n = len(frame)
-        sparse_cols = []
+        columns: dict[str, Column] = {}
         for name, enc in self.sparse.items():
             if isinstance(enc, BucketEncoder):
-                codes, miss = enc.transform(to_numeric(frame[name], name, where).to_numpy())
-                report.imputed[name] = miss
+                columns[name] = to_numeric(frame[name], name, where).to_numpy()
             else:
-                codes, oov = enc.transform(_as_text(frame[name]))
-                report.oov[name] = oov
-            sparse_cols.append(codes)
-        dense_cols = []
-        for name, enc in self.dense.items():
-            values, miss = enc.transform(to_numeric(frame[name], name, where).to_numpy())
-            report.imputed[name] = miss
-            dense_cols.append(values)
-        batch: Batch = {
-            "sparse": torch.from_numpy(np.stack(sparse_cols, 1) if sparse_cols else np.zeros((n, 0), np.int64)),
-            "dense": torch.from_numpy(np.stack(dense_cols, 1) if dense_cols else np.zeros((n, 0), np.float32)),
-        }
-        for name, enc in self.sequences.items():
-            codes, oov = enc.transform(frame[name])
-            report.oov[name] = oov
-            batch[f"seq:{name}"] = torch.from_numpy(codes)
+                columns[name] = _as_text(frame[name])
+        for name in self.dense:
+            columns[name] = to_numeric(frame[name], name, where).to_numpy()
+        for name in self.sequences:
+            columns[name] = frame[name]
         scen = frame[SCENARIO_COL] if SCENARIO_COL in frame.columns else self._scenario_series(frame)
-        batch["scenario"] = torch.from_numpy(self.scenario_codes(scen, where))
+        batch, report = self.encode(columns, self.scenario_codes(scen, where), len(frame))
         for key, col in (("user_id", self.spec.features.user_id), ("item_id", self.spec.features.item_id)):
             if col and col in frame.columns:
                 batch[key] = torch.from_numpy(stable_id(frame[col]))
         if with_labels:
             batch["labels"] = torch.from_numpy(self.labels(frame, where))
+        return batch, report
+
+    def encode(self, columns: Mapping[str, Column], scenario: np.ndarray, rows: int) -> tuple[Batch, TransformReport]:
+        """Checked feature columns → the model's tensors; the one encoding both paths share.
+
+        ``transform`` calls it with the columns of a frame; the service calls it straight from request
+        values, so scoring a page of candidates never builds a DataFrame. Each column holds ``rows``
+        values, or exactly one value shared by every row (a user's context feature): that one is encoded
+        once and repeated, and its OOV / imputed count is multiplied by ``rows`` as if it had been
+        repeated before encoding. Categorical columns hold text (``None`` = missing), numeric ones
+        float64 (NaN = missing), sequence ones separator-joined text. ``scenario`` holds codes into
+        :attr:`scenarios`, one per row or one for all.
+        """
+        report = TransformReport(rows=rows)
+        sparse_cols = []
+        for name, enc in self.sparse.items():
+            codes, count = _encode_column(enc, columns[name], rows, name)
+            (report.imputed if isinstance(enc, BucketEncoder) else report.oov)[name] = count
+            sparse_cols.append(codes)
+        dense_cols = []
+        for name, enc in self.dense.items():
+            values, count = _encode_column(enc, columns[name], rows, name)
+            report.imputed[name] = count
+            dense_cols.append(values)
+        batch: Batch = {
+            "sparse": torch.from_numpy(_stack(sparse_cols, rows, np.int64)),
+            "dense": torch.from_numpy(_stack(dense_cols, rows, np.float32)),
+        }
+        for name, enc in self.sequences.items():
+            codes, count = _encode_column(enc, columns[name], rows, name)
+            report.oov[name] = count
+            batch[f"seq:{name}"] = torch.from_numpy(codes)
+        scenario = np.asarray(scenario, dtype=np.int64)
+        if scenario.shape != (rows,):
+            scenario = np.broadcast_to(scenario, (rows,)).copy()
+        batch["scenario"] = torch.from_numpy(scenario)
         return batch, report
 
     def _scenario_series(self, frame: pd.DataFrame) -> pd.Series:
@@ -278,6 +305,20 @@ class Preprocessor:
             return cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, KeyError) as e:
             raise DataError(f"{path}: damaged preprocessing artifact: {e}") from None
+
+
+def _encode_column(enc: Encoder, values: Column, rows: int, name: str) -> tuple[np.ndarray, int]:
+    """Encode one column; a single shared value is encoded once and repeated ``rows`` times."""
+    if len(values) == rows:
+        return enc.transform(values)
+    if len(values) != 1:
+        raise DataError(f"feature {name!r} has {len(values)} values for {rows} rows (expected {rows} or 1)")
+    codes, count = enc.transform(values)
+    return np.repeat(codes, rows, axis=0), count * rows
+
+
+def _stack(columns: list[np.ndarray], rows: int, dtype: type) -> np.ndarray:
+    return np.stack(columns, 1) if columns else np.zeros((rows, 0), dtype)
 
 
 def _as_text(s: pd.Series) -> pd.Series:

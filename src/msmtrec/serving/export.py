@@ -133,12 +133,17 @@ def export_torchscript(model: MultiTaskModel, path: str | Path) -> Path:
     """Write ``model`` as TorchScript (traced; control flow in models depends only on the schema)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    trace_torchscript(model).save(str(path))
+    return path
+
+
+def trace_torchscript(model: MultiTaskModel) -> torch.jit.ScriptModule:
+    """``model`` traced into TorchScript through :class:`FlatModel` (layers switch to their static-shape
+    forms while tracing, so the graph holds for any batch size and any mix of scenarios)."""
     flat = FlatModel(model).eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(flat, example_inputs(model.schema), check_trace=False, strict=False)
-    traced.save(str(path))
-    return path
+        return torch.jit.trace(flat, example_inputs(model.schema), check_trace=False, strict=False)
 
 
 def sidecar_paths(out: str | Path) -> tuple[Path, Path]:
