@@ -313,3 +313,28 @@ def test_scenario_matmul_single_scenario_batch_fast_path() -> None:
         assert wr.grad is not None and torch.all(wr.grad[[0, 1, 3]] == 0) and wr.grad[2].abs().sum() > 0
     empty = scenario_matmul(x[:0], weight, scenario[:0], "segment")
     assert empty.shape == (0, 2, 3)
+
+
+# shapes read while tracing are static here (a TracerWarning), and torch.jit.trace is marked deprecated
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_fixed_scenario_graph_uses_that_scenarios_weights_only() -> None:
+    """A graph traced inside ``fixed_scenario(s)`` multiplies by scenario s's weights whatever the input
+    says (the server routes only scenario-s batches to it); outside the context tracing is unaffected."""
+    from msmtrec.layers.experts import fixed_scenario
+
+    torch.manual_seed(2)
+    weight = torch.randn(3, 2, 5, 4)
+    x = torch.randn(8, 2, 5)
+
+    def fn(x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        return scenario_matmul(x, weight, scenario)
+
+    with fixed_scenario(1):
+        special = torch.jit.trace(fn, (x, torch.full((8,), 1)))
+    general = torch.jit.trace(fn, (x, torch.full((8,), 1)))
+    mixed = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    assert torch.allclose(special(x, torch.full((8,), 1)), torch.einsum("bni,nio->bno", x, weight[1]), atol=1e-5)
+    assert torch.allclose(special(x, mixed), torch.einsum("bni,nio->bno", x, weight[1]), atol=1e-5)
+    manual = torch.stack([torch.einsum("ni,nio->no", x[b], weight[mixed[b]]) for b in range(8)])
+    assert torch.allclose(general(x, mixed), manual, atol=1e-5)
+    assert torch.allclose(scenario_matmul(x, weight, mixed), manual, atol=1e-5)

@@ -46,7 +46,7 @@ def test_torchscript_graph_of_other_weights_is_refused(tmp_path: Path, monkeypat
     scorer = Scorer.load(make_run_dir(tmp_path / "a", "shared_bottom"))
     other = Scorer.load(make_run_dir(tmp_path / "b", "shared_bottom", seed=7))
     original = export.trace_torchscript
-    monkeypatch.setattr(export, "trace_torchscript", lambda model: original(other.model))
+    monkeypatch.setattr(export, "trace_torchscript", lambda model, scenario=None: original(other.model, scenario))
     with pytest.raises(MsmtrecError, match="differ from eager"):
         scorer.use_torchscript()
     assert scorer.backend == "torch"

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +77,25 @@ def _capturing_graph() -> bool:
     )
 
 
+_FIXED_SCENARIO: ContextVar[int | None] = ContextVar("msmtrec_fixed_scenario", default=None)
+
+
+@contextlib.contextmanager
+def fixed_scenario(index: int) -> Iterator[None]:
+    """Capture a graph for batches whose rows all belong to scenario ``index`` (a scoring request).
+
+    Inside, :func:`scenario_matmul` multiplies by that scenario's weights directly, the eager one-scenario
+    shortcut with the index a constant, instead of the static all-scenario form: ``1/S`` of the
+    multiply-adds and no gather. A graph captured here is only valid for batches of that one scenario;
+    the caller routes batches to it (see ``Scorer.use_torchscript``).
+    """
+    token = _FIXED_SCENARIO.set(int(index))
+    try:
+        yield
+    finally:
+        _FIXED_SCENARIO.reset(token)
+
+
 def scenario_matmul(
     x: torch.Tensor, weight: torch.Tensor, scenario: torch.Tensor, strategy: str = "auto"
 ) -> torch.Tensor:
@@ -93,9 +114,13 @@ def scenario_matmul(
       matmul. One branch per row but ``B · n · in · out`` memory traffic: the export form for many scenarios.
 
     ``"auto"`` picks segment in eager mode; while tracing or exporting, dense up to
-    :data:`DENSE_MAX_SCENARIOS` scenarios and gather beyond.
+    :data:`DENSE_MAX_SCENARIOS` scenarios and gather beyond, or only the one scenario's weights inside
+    :func:`fixed_scenario`.
     """
     num_scenarios, n, in_dim, out_dim = weight.shape
+    fixed = _FIXED_SCENARIO.get()
+    if strategy == "auto" and fixed is not None and _capturing_graph():
+        return torch.einsum("bni,nio->bno", x, weight[fixed])
     if strategy == "auto":
         if not _capturing_graph():
             strategy = "segment"

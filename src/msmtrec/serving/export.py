@@ -28,6 +28,7 @@ from torch import nn
 from msmtrec.data.preprocessor import ARTIFACT_NAME
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import MsmtrecError
+from msmtrec.layers.experts import fixed_scenario
 from msmtrec.models.base import MultiTaskModel
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -137,13 +138,23 @@ def export_torchscript(model: MultiTaskModel, path: str | Path) -> Path:
     return path
 
 
-def trace_torchscript(model: MultiTaskModel) -> torch.jit.ScriptModule:
-    """``model`` traced into TorchScript through :class:`FlatModel` (layers switch to their static-shape
-    forms while tracing, so the graph holds for any batch size and any mix of scenarios)."""
+def trace_torchscript(model: MultiTaskModel, scenario: int | None = None) -> torch.jit.ScriptModule:
+    """``model`` traced into TorchScript through :class:`FlatModel`.
+
+    Layers switch to their static-shape forms while tracing, so the graph holds for any batch size and any
+    mix of scenarios. With ``scenario``, the graph is specialised to batches of that one scenario (see
+    :func:`msmtrec.layers.experts.fixed_scenario`) and is wrong for any other row: for a server that
+    routes each single-scenario request to its scenario's graph, not for export.
+    """
     flat = FlatModel(model).eval()
-    with warnings.catch_warnings(), torch.no_grad():
+    inputs = example_inputs(model.schema)
+    special = contextlib.nullcontext() if scenario is None else fixed_scenario(scenario)
+    if scenario is not None:
+        inputs = tuple(torch.full_like(t, scenario) if k == "scenario" else t
+                       for k, t in zip(batch_keys(model.schema), inputs, strict=True))
+    with warnings.catch_warnings(), torch.no_grad(), special:
         warnings.simplefilter("ignore")
-        return torch.jit.trace(flat, example_inputs(model.schema), check_trace=False, strict=False)
+        return torch.jit.trace(flat, inputs, check_trace=False, strict=False)
 
 
 def sidecar_paths(out: str | Path) -> tuple[Path, Path]:

@@ -25,6 +25,9 @@ from msmtrec.data.schema import Batch, Schema, random_batch
 from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.runs import LoadedRun, load_run
 
+SPECIALISE_MAX_SCENARIOS = 16
+"""Up to this many scenarios, the TorchScript backend also traces one graph per scenario."""
+
 Runner = Callable[[Batch], dict[str, torch.Tensor]]
 """A forward pass: a Batch in, raw outputs per task out (eager, TorchScript, compiled or ONNX Runtime)."""
 
@@ -144,29 +147,42 @@ class Scorer:
         return Path(path)
 
     def use_torchscript(self, atol: float = 1e-4) -> None:
-        """Run forward passes through a traced, frozen and inference-optimised TorchScript graph.
+        """Run forward passes through traced, frozen and inference-optimised TorchScript graphs.
 
-        Tracing takes seconds (no compiler needed). The graph runs without Python between operators, and
-        freezing folds the weights in as constants: HEF's forward at 1,000 rows takes ~10 ms instead of
-        ~15 ms eager on this 2-core machine. While tracing, scenario-conditioned layers use their
-        static-shape form (every scenario's weights for every row, up to 16 scenarios), which costs more
-        arithmetic than eager's one-scenario shortcut but no Python; beyond a few dozen scenarios compare
-        with ``--backend torch`` on your own traffic.
+        Tracing takes seconds (no compiler needed). The graph runs without Python between operators and
+        freezing folds the weights in as constants. A general graph serves any batch; with up to
+        :data:`SPECIALISE_MAX_SCENARIOS` scenarios there is also one graph per scenario, and a batch of one
+        scenario (every ``/v1/rank`` request) runs on its scenario's graph, which multiplies by that
+        scenario's weights only (the general graph computes every scenario's and picks). Every graph is
+        checked against eager PyTorch before it serves.
         """
         from msmtrec.serving.export import flatten_batch, trace_torchscript
 
-        try:
+        def build(scenario: int | None) -> torch.jit.ScriptModule:
             with torch.no_grad(), warnings.catch_warnings():
-                # PyTorch marks TorchScript deprecated in favour of torch.compile, yet it is still the fastest
-                # start-up path to a Python-free graph; if a release drops it, --backend auto falls back to eager
+                # PyTorch marks TorchScript deprecated in favour of torch.compile, yet it is still the quickest
+                # start-up to a Python-free graph; if a release drops it, --backend auto falls back to eager
                 warnings.simplefilter("ignore", DeprecationWarning)
-                graph = torch.jit.optimize_for_inference(torch.jit.freeze(trace_torchscript(self.model)))
+                traced = trace_torchscript(self.model, scenario)
+                return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+        num_scenarios = self.schema.num_scenarios
+        try:
+            general = build(None)
+            per_scenario = ([build(s) for s in range(num_scenarios)]
+                            if 1 < num_scenarios <= SPECIALISE_MAX_SCENARIOS else [])
         except Exception as e:  # noqa: BLE001 - any tracing failure is reported as one user error
             raise MsmtrecError(f"TorchScript tracing failed for {self.model_name}: {type(e).__name__}: {e}; "
                                "use --backend torch") from None
         names, schema = self.task_names, self.schema
 
         def run(batch: Batch) -> dict[str, torch.Tensor]:
+            graph = general
+            scenario = batch["scenario"]
+            if per_scenario and scenario.numel():
+                first = int(scenario[0])
+                if bool((scenario == first).all()):
+                    graph = per_scenario[first]
             return dict(zip(names, graph(*flatten_batch(batch, schema)), strict=True))
 
         self._install(run, "torchscript", atol, "TorchScript outputs differ from eager PyTorch; use --backend torch")
@@ -196,12 +212,17 @@ class Scorer:
     def _install(self, runner: Runner, backend: str, atol: float, mismatch: str,
                  error: type[MsmtrecError] = MsmtrecError) -> None:
         """Make ``runner`` the forward pass, after checking it against the eager model on probe batches
-        (one row, an odd size, and a mix of every scenario): a backend that disagrees is refused.
+        (one row, an odd size, a mix of every scenario, and each scenario alone): a backend that disagrees
+        is refused.
         ``explain`` always uses the eager model (the graphs return task outputs only)."""
         gen = torch.Generator().manual_seed(0)
         worst = 0.0
-        for rows in (1, 7, 64):
-            probe = random_batch(self.schema, rows, gen)
+        probes = [random_batch(self.schema, rows, gen) for rows in (1, 7, 64)]
+        for s in range(self.schema.num_scenarios):  # one-scenario batches, as every rank request is
+            one = random_batch(self.schema, 16, gen)
+            one["scenario"] = torch.full_like(one["scenario"], s)
+            probes.append(one)
+        for probe in probes:
             probe.pop("labels", None)
             with torch.inference_mode():
                 got = runner(probe)
@@ -213,14 +234,20 @@ class Scorer:
         self.backend = backend
 
     def warm_up(self, rows: Sequence[int] = (1, 100, 1000)) -> None:
-        """Run the active backend on random batches of these sizes, so the first requests after start-up do
-        not pay for lazy allocations, kernel selection and the allocator's first growth."""
+        """Run the active backend on batches of these sizes, mixed and one scenario at a time (a backend may
+        hold a graph per scenario), so the first requests after start-up do not pay for lazy allocations,
+        kernel selection, graph profiling and the allocator's first growth."""
         gen = torch.Generator().manual_seed(0)
         for n in rows:
-            batch = random_batch(self.schema, n, gen)
-            batch.pop("labels", None)
-            for _ in range(2):
-                self.outputs(batch)
+            batches = [random_batch(self.schema, n, gen)]
+            for s in range(min(self.schema.num_scenarios, SPECIALISE_MAX_SCENARIOS)):
+                one = random_batch(self.schema, n, gen)
+                one["scenario"] = torch.full_like(one["scenario"], s)
+                batches.append(one)
+            for batch in batches:
+                batch.pop("labels", None)
+                for _ in range(2):
+                    self.outputs(batch)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Raw model outputs (logits / transformed values) from the active backend."""
