@@ -338,3 +338,30 @@ def test_fixed_scenario_graph_uses_that_scenarios_weights_only() -> None:
     manual = torch.stack([torch.einsum("ni,nio->no", x[b], weight[mixed[b]]) for b in range(8)])
     assert torch.allclose(general(x, mixed), manual, atol=1e-5)
     assert torch.allclose(scenario_matmul(x, weight, mixed), manual, atol=1e-5)
+
+
+@pytest.mark.parametrize(("fields", "heads", "residual"), [(8, 2, True), (5, 1, False), (17, 2, True)])
+def test_field_attention_factored_form_equals_split_heads(fields: int, heads: int, residual: bool) -> None:
+    """The factored attention (bilinear scores, value projection after the weighting) is the textbook
+    split-heads attention rearranged: same outputs, weights and parameter gradients."""
+    from msmtrec.layers.attention import FieldAttentionLayer
+
+    torch.manual_seed(fields)
+    layer = FieldAttentionLayer(8, heads, 8 // heads, residual=residual)
+    assert layer.factored
+    x = torch.randn(6, fields, 8)
+    probe = torch.randn(6, fields, 8)
+    results = []
+    for factored in (True, False):
+        layer.factored = factored
+        layer.zero_grad()
+        out, weights = layer(x)
+        (out * probe).sum().backward()
+        results.append((out, weights, [p.grad.clone() for p in layer.parameters()]))
+    (out_f, w_f, g_f), (out_s, w_s, g_s) = results
+    assert w_f.shape == w_s.shape == (6, heads, fields, fields)
+    assert torch.allclose(out_f, out_s, atol=1e-5) and torch.allclose(w_f, w_s, atol=1e-6)
+    for a, b in zip(g_f, g_s, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert FieldAttentionLayer(16, 8, 2).factored
+    assert not FieldAttentionLayer(64, 4, 16).factored  # wide heads: the split form does far less arithmetic
