@@ -57,8 +57,9 @@ def serve(
     threads: int = typer.Option(0, "--threads", help="Inference threads (0: half the cores, at most 4)."),
     backend: str = typer.Option(
         "auto", "--backend",
-        help="auto (torchscript, else torch), torchscript (traced + frozen, ~1.5x faster forward, seconds to "
-             "start), torch (eager), compiled (torch.compile, ~2x, 1-2 min to start) or onnx (ONNX Runtime).",
+        help="auto (torchscript, else torch), torchscript (traced + frozen graphs, HEF forward ~1.7x faster "
+             "than eager, seconds to start), torch (eager), compiled (torch.compile, ~1.3x, 1-2 min to start) "
+             "or onnx (ONNX Runtime). See docs/serving.md.",
     ),
     onnx_file: Path = typer.Option(None, "--onnx-file", help="With --backend onnx: a file from `msmtrec export`."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
