@@ -218,13 +218,9 @@ class Scorer:
         ``explain`` always uses the eager model (the graphs return task outputs only)."""
         gen = torch.Generator().manual_seed(0)
         worst = 0.0
-        probes = [random_batch(self.schema, rows, gen) for rows in (1, 7, 64)]
-        for s in range(self.schema.num_scenarios):  # one-scenario batches, as every rank request is
-            one = random_batch(self.schema, 16, gen)
-            one["scenario"] = torch.full_like(one["scenario"], s)
-            probes.append(one)
+        probes = [_unlabelled(random_batch(self.schema, rows, gen)) for rows in (1, 7, 64)]
+        probes += _one_scenario_batches(self.schema, 16, gen, self.schema.num_scenarios)
         for probe in probes:
-            probe.pop("labels", None)
             with torch.inference_mode():
                 got = runner(probe)
                 ref = self.model(probe)
@@ -240,13 +236,10 @@ class Scorer:
         kernel selection, graph profiling and the allocator's first growth."""
         gen = torch.Generator().manual_seed(0)
         for n in rows:
-            batches = [random_batch(self.schema, n, gen)]
-            for s in range(min(self.schema.num_scenarios, SPECIALISE_MAX_SCENARIOS)):
-                one = random_batch(self.schema, n, gen)
-                one["scenario"] = torch.full_like(one["scenario"], s)
-                batches.append(one)
+            batches = [_unlabelled(random_batch(self.schema, n, gen))]
+            batches += _one_scenario_batches(self.schema, n, gen, min(self.schema.num_scenarios,
+                                                                       SPECIALISE_MAX_SCENARIOS))
             for batch in batches:
-                batch.pop("labels", None)
                 for _ in range(2):
                     self.outputs(batch)
 
@@ -362,6 +355,22 @@ class Scorer:
         except ValueError:
             raise DataError(f"scenario {scenario!r} was never seen in training; "
                             f"the model knows {list(self.schema.scenarios)}") from None
+
+
+def _unlabelled(batch: Batch) -> Batch:
+    batch.pop("labels", None)
+    return batch
+
+
+def _one_scenario_batches(schema: Schema, rows: int, gen: torch.Generator, count: int) -> list[Batch]:
+    """Random batches of ``rows`` rows, all of scenario 0, then all of scenario 1, ... up to ``count``:
+    the shape of every service request, which a backend may route to a per-scenario graph."""
+    batches = []
+    for s in range(count):
+        batch = _unlabelled(random_batch(schema, rows, gen))
+        batch["scenario"].fill_(s)
+        batches.append(batch)
+    return batches
 
 
 def _forward_padded(model: Callable[[Batch], dict[str, torch.Tensor]], batch: Batch) -> dict[str, torch.Tensor]:
