@@ -13,6 +13,7 @@ beside it).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -263,6 +264,19 @@ def spec_from_dict(d: dict, where: str = "artifact spec") -> DatasetSpec:
     return out
 
 
+def _check_funnel_acyclic(tasks: Sequence[TaskSpec], where: str) -> None:
+    """A funnel is a chain of ``inside`` links; a loop (a inside b inside a) has no exposure-space meaning."""
+    parent = {t.name: t.inside for t in tasks}
+    for t in tasks:
+        seen = [t.name]
+        node = t.inside
+        while node:
+            if node in seen:
+                raise SpecError(f"{where}: task {t.name!r}: the funnel loops ({' inside '.join([*seen, node])})")
+            seen.append(node)
+            node = parent.get(node)
+
+
 def _check(spec: DatasetSpec) -> None:
     where = spec.origin or spec.name
     if not spec.tasks:
@@ -279,6 +293,7 @@ def _check(spec: DatasetSpec) -> None:
             raise SpecError(f"{where}: task {t.name!r}: transform applies to regression tasks only")
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: duplicate task names {names}")
+    _check_funnel_acyclic(spec.tasks, where)
     feats = [f.name for f in spec.features.sparse] + [f.name for f in spec.features.dense]
     feats += [f.name for f in spec.features.sequence]
     dup = sorted({f for f in feats if feats.count(f) > 1})

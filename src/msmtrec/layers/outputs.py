@@ -26,17 +26,27 @@ def funnel_logit(parent_logit: torch.Tensor, child_logit: torch.Tensor) -> torch
 def compose_outputs(schema: Schema, raw: Sequence[torch.Tensor], funnel: bool = True) -> dict[str, torch.Tensor]:
     """Raw per-task outputs (schema order) → the output dict, funnel tasks composed ESMM-style.
 
-    With ``funnel`` a task declared ``inside`` a parent returns ``funnel_logit(parent, child)``, so the
-    child's tower learns p(child | parent) while every output stays in the exposure space.
+    With ``funnel`` a task declared ``inside`` a parent returns ``funnel_logit(composed parent, child)``: the
+    child's tower learns p(child | parent) and the output is p(child) = p(parent chain) · p(child | parent), so
+    a funnel of any depth stays in the exposure space (click → cart → buy multiplies all three). The parent's
+    *composed* output is used, never its raw tower output, whatever order the tasks are declared in.
     """
     names = schema.task_names
     out: dict[str, torch.Tensor] = {}
-    for i, t in enumerate(schema.tasks):
-        if funnel and t.inside:
-            out[t.name] = funnel_logit(raw[names.index(t.inside)], raw[i])
-        else:
-            out[t.name] = raw[i]
-    return out
+
+    def composed(i: int) -> torch.Tensor:
+        name = names[i]
+        if name not in out:
+            parent = schema.tasks[i].inside
+            if funnel and parent:
+                out[name] = funnel_logit(composed(names.index(parent)), raw[i])
+            else:
+                out[name] = raw[i]
+        return out[name]
+
+    for i in range(len(names)):
+        composed(i)
+    return {name: out[name] for name in names}
 
 
 class TaskHeads(nn.Module):

@@ -84,12 +84,27 @@ def default_click_task(schema: Schema) -> str | None:
 
 
 def default_conversion_task(schema: Schema) -> str | None:
-    """The first binary task declared inside another (the funnel bottom), else the second binary task."""
+    """The deepest stage of the funnel (the purchase in click → cart → purchase), else the second binary task.
+
+    CPA ads are paid per conversion, so they must be priced by the last stage of the funnel, not by the first
+    task declared inside another. When several funnels end at the same greatest depth the choice is ambiguous:
+    ``None`` is returned and a request with CPA ads must name ``objective.conversion_task`` (a 422 says so).
+    """
     binary = [t.name for t in schema.tasks if t.type == "binary"]
-    for t in schema.tasks:
-        if t.inside and t.type == "binary":
-            return t.name
-    return binary[1] if len(binary) > 1 else None
+    depth = {name: funnel_depth(schema, name) for name in binary}
+    deepest = max(depth.values(), default=0)
+    if deepest == 0:
+        return binary[1] if len(binary) > 1 else None
+    ends = [name for name in binary if depth[name] == deepest]
+    return ends[0] if len(ends) == 1 else None
+
+
+def funnel_depth(schema: Schema, task: str) -> int:
+    """How many ``inside`` links lead from ``task`` up to its funnel's top (0 for a task outside any funnel)."""
+    depth, node = 0, schema.task(task).inside
+    while node:
+        depth, node = depth + 1, schema.task(node).inside
+    return depth
 
 
 def default_weights(schema: Schema, config: Mapping | None = None) -> dict[str, float]:
