@@ -485,7 +485,8 @@ def _check_ads(arrays: ranking.Candidates, objective: ranking.Objective, form: s
         if task is None and (arrays.is_ad & pays).any():
             name = "click" if kind == "cpc" else "conversion"
             raise ServiceError(422, ["body", "objective", f"{name}_task"],
-                               f"{kind} ads need a {name} task (name it as objective.{name}_task); this model's tasks are {tasks}")
+                               f"{kind} ads need a {name} task (name it as objective.{name}_task); "
+                               f"this model's tasks are {tasks}")
     arrays.bid = np.nan_to_num(arrays.bid, nan=0.0)
 
 
