@@ -27,7 +27,7 @@ from torch import nn
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import MLP, FieldEmbedding, compose_outputs
 from msmtrec.layers.context import ScenarioField
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, caches_regularizer, register, require
 
 
 @dataclass
@@ -73,7 +73,7 @@ class AITM(MultiTaskModel):
         self.ait = nn.ModuleDict({str(t): AdaptiveTransfer(d) for t in self.previous})
         self.outs = nn.ModuleList(nn.Linear(d, 1) for _ in range(n_tasks))
         self.binary = [t.type == "binary" for t in schema.tasks]
-        self._calibration = torch.zeros(())
+        self._calibration: torch.Tensor | None = None
 
     @staticmethod
     def _previous_steps(schema: Schema) -> dict[int, int]:
@@ -111,12 +111,12 @@ class AITM(MultiTaskModel):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = compose_outputs(self.schema, self._run(batch)[0], self.config.funnel)
-        self._calibration = self._calibrator([out[name] for name in self.task_names])
+        self._calibration = self._calibrator([out[n] for n in self.task_names]) if caches_regularizer() else None
         return out
 
     def regularization_loss(self) -> torch.Tensor:
-        """The behavioural expectation calibrator of the last forward pass."""
-        return self._calibration
+        """The behavioural expectation calibrator of the last forward pass (0 before any)."""
+        return super().regularization_loss() if self._calibration is None else self._calibration
 
     def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``gates/level1/task:{name}``: ``[B, 2]`` AIT weights of (transferred from the previous step, own)."""
