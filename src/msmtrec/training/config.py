@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from msmtrec.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw")
-LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad", "dwa")
 SCENARIO_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 MONITORS = ("auto", "mean_auc", "mean_gauc", "mean_logloss", "mean_rmse")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,8 +47,15 @@ class TrainConfig:
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value; 0 turns clipping off."""
     loss_weighting: str = "fixed"
-    """``fixed`` (per-task weights) or ``uncertainty`` (Kendall et al., 2018: learned log-variances,
-    still multiplied by the per-task weights)."""
+    """``fixed`` (per-task weights), ``uncertainty`` (Kendall et al., 2018: learned log-variances, still
+    multiplied by the per-task weights), or a balancer of :mod:`msmtrec.training.balancing`: ``gradnorm``
+    (Chen et al., 2018), ``pcgrad`` (Yu et al., 2020, gradient surgery) or ``dwa`` (Liu et al., 2019)."""
+    gradnorm_alpha: float = 1.5
+    """GradNorm's asymmetry α: how strongly a task that trains slower than the others gains weight."""
+    gradnorm_lr: float = 0.025
+    """Step size of GradNorm's task-weight update (weights are renormalised to sum to the task count)."""
+    dwa_temperature: float = 2.0
+    """DWA's temperature τ (the paper's 2); larger spreads the weights less."""
     task_weights: dict[str, float] | None = None
     """Per-task loss weights; tasks not named keep ``Task.weight`` from the schema. From ``--set`` write
     ``train.task_weights=click:1,conversion:2``."""
@@ -89,11 +96,11 @@ class TrainConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"train.{name}: {value!r} is not one of {list(allowed)}")
-        for name in ("batch_size", "eval_batch_size", "max_epochs"):
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "dwa_temperature"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",
-                        "embedding_weight_decay")
+                        "embedding_weight_decay", "gradnorm_alpha", "gradnorm_lr")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")

@@ -41,6 +41,7 @@ from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import WEIGHTS
 from msmtrec.training import io
+from msmtrec.training.balancing import make_balancer
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, scenario_weights
@@ -207,6 +208,8 @@ class Trainer:
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
         module = TrainingModule(model, loss).to(self.device)
         optimizer = build_optimizer(module, cfg)
+        balancer = make_balancer(cfg.loss_weighting, loss, model, ctx.enabled, cfg.gradnorm_alpha, cfg.gradnorm_lr,
+                                 cfg.dwa_temperature)
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         n_tasks = len(schema.tasks)
@@ -262,7 +265,10 @@ class Trainer:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 total, per_task = wrapped(batch)
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                if balancer is None:
+                    total.backward()
+                else:
+                    balancer.backward(total)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -293,6 +299,8 @@ class Trainer:
             all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
             all_rows = sum(r for _, r in pooled)
             mean_loss = (all_sums / max(all_rows, 1)).tolist()
+            if balancer is not None:
+                balancer.end_epoch(mean_loss[:n_tasks])
             valid_metrics = self.evaluate(model, valid)
             score = monitor_value(valid_metrics, cfg.monitor)
             improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
@@ -414,6 +422,8 @@ class Trainer:
         row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
+        if loss.weighting in ("gradnorm", "dwa"):
+            row.update({f"balance/{n}": float(v) for n, v in zip(names, loss.balance.cpu(), strict=True)})
         row["valid/monitor"] = score if math.isfinite(score) else None
         for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
