@@ -165,6 +165,17 @@ def test_explain_weights_are_finite_and_documented(name: str) -> None:
         "mmoe": {"gates/level0/task:click"},
         "m3oe": {"mixing/buy", "gates/level0/task:buy"},
         "hinet": {"gates/level0/scenario", "gates/level1/task:click"},
+        "omoe": {"gates/level0/shared"},
+        "aitm": {"gates/level1/task:cart", "gates/level1/task:buy"},
+        "adatt": {"gates/level0/shared", "gates/level1/task:buy"},
+        "stem": {"gates/level0/task:cart"},
+        "home": {"gates/level0/shared", "gates/level0/category0", "gates/level1/task:buy"},
+        "metaheac": {"gates/level0/task:click", "gates/level1/task:buy"},
+        "m2m": {"gates/level0/task:buy"},
+        "sarnet": {"gates/level0/task:click", "scenario_attention"},
+        "adaptdhm": {"gates/level0/cluster"},
+        "adasparse": {"adasparse/layer0"},
+        "epnet": {"epnet"},
     }.get(name, set())
     assert expected <= set(info)
 
@@ -251,3 +262,11 @@ def test_export_matches_eager(name: str) -> None:
     got = exported.module()(batch)
     for k, v in expected.items():
         assert torch.allclose(got[k], v, atol=1e-5), k
+
+
+def test_readme_model_table_lists_every_registered_model() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [m for m in registered_models() if f"| `{m}` |" not in readme]
+    assert not missing, f"README's model table lacks {missing}"
