@@ -36,8 +36,8 @@ class M2MConfig(ModelConfig):
     """Experts of the expert view."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP (the last one is the representation size ``d``)."""
-    scenario_dim: int = 16
-    """Size of the scenario knowledge representation."""
+    scenario_dim: int = 8
+    """Size of the scenario knowledge representation (every generated weight costs this many parameters)."""
     attention_dim: int = 16
     """Hidden size of the meta attention scorer."""
     meta_layers: int = 2
