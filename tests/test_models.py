@@ -270,3 +270,12 @@ def test_readme_model_table_lists_every_registered_model() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [m for m in registered_models() if f"| `{m}` |" not in readme]
     assert not missing, f"README's model table lacks {missing}"
+
+
+def test_aitm_steps_follow_funnel_parents_in_any_declaration_order() -> None:
+    """Children declared before their parents, and a second root: every step has a predecessor, no loop."""
+    tasks = (Task("buy", "binary", inside="click"), Task("click", "binary"), Task("gmv", "regression"))
+    model = _build("aitm", synthetic_schema(tasks=tasks))
+    assert model.previous == {0: 1, 2: 1}
+    out = model(_batch(model.schema))
+    assert list(out) == ["buy", "click", "gmv"] and all(torch.isfinite(v).all() for v in out.values())

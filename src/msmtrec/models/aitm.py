@@ -10,7 +10,8 @@ calibrator* adds ``α · Σ_t max(ŷ_t − ŷ_{t−1}, 0)`` to the loss so a lat
 the step it needs (returned by :meth:`regularization_loss`).
 
 Mapping to our contract: a task's previous step is the task it is declared ``inside`` (its funnel parent);
-a task with no parent continues from the task declared before it, since AITM models one sequence of steps.
+a task with no parent continues from the parentless task declared before it, since AITM models one sequence
+of steps.
 Outputs are the unconditional probabilities the paper predicts (``funnel=False`` by default; the calibrator
 then keeps the funnel ordered softly). The scenario enters as one more embedded field.
 """
@@ -77,9 +78,19 @@ class AITM(MultiTaskModel):
 
     @staticmethod
     def _previous_steps(schema: Schema) -> dict[int, int]:
-        """Task index → the index of the step it follows (funnel parent, else the task declared before)."""
+        """Task index → the index of the step it follows: its funnel parent, or for a task without one the
+        parentless task declared before it (roots chain among roots, so the steps never form a loop)."""
         names = schema.task_names
-        return {i: names.index(t.inside) if t.inside else i - 1 for i, t in enumerate(schema.tasks) if t.inside or i}
+        previous: dict[int, int] = {}
+        last_root: int | None = None
+        for i, t in enumerate(schema.tasks):
+            if t.inside:
+                previous[i] = names.index(t.inside)
+                continue
+            if last_root is not None:
+                previous[i] = last_root
+            last_root = i
+        return previous
 
     def _run(self, batch: Batch) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         x = self.scenario_field(self.embedding(batch), batch["scenario"]).flatten(1)
