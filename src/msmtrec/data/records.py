@@ -238,4 +238,4 @@ def _show(v: Any) -> str:
     if isinstance(v, list | dict):
         return _kind(v)
     text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 60 else text[:57] + "..."

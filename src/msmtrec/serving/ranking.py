@@ -125,6 +125,13 @@ def candidate_values(
     predictions: Mapping[str, np.ndarray], objective: Objective, cands: Candidates
 ) -> tuple[np.ndarray, np.ndarray]:
     """Objective value and ad revenue per candidate (revenue is 0 for organic candidates), vectorised."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by check_finite, by candidate
+        return _values(predictions, objective, cands)
+
+
+def _values(
+    predictions: Mapping[str, np.ndarray], objective: Objective, cands: Candidates
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(cands.is_ad)
     value = np.zeros(n)
     for task, w in objective.weights.items():
@@ -147,7 +154,8 @@ def assemble_page(
     value: np.ndarray, revenue: np.ndarray, is_ad: np.ndarray, slots: Slots, ad_weight: float = 1.0
 ) -> Page:
     """Fill ``slots`` greedily: organic by value, ads by worth, ads only where allowed and worth more."""
-    worth = np.where(is_ad, ad_weight * revenue + value, value)
+    with np.errstate(over="ignore", invalid="ignore"):
+        worth = np.where(is_ad, ad_weight * revenue + value, value)
     idx = np.arange(len(value))
     # stable sort on -worth keeps request order among ties, so results are deterministic
     organic = idx[~is_ad][np.argsort(-worth[~is_ad], kind="stable")].tolist()

@@ -255,7 +255,7 @@ class OutOfRange:
         self.text = text
 
     def __repr__(self) -> str:
-        return f"an integer of {len(self.text.lstrip('-'))} digits (outside the 64-bit range; send it as text)"
+        return f"an integer of {len(self.text.lstrip('-'))} digits, outside the 64-bit range"
 
 
 def _parse_int(text: str) -> int | OutOfRange:
