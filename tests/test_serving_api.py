@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,12 @@ def test_health_and_model(client: TestClient) -> None:
 
 
 def test_openapi_schema_lists_endpoints(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/score", "/v1/rank", "/v1/model", "/health"} <= set(paths)
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/rank", "/v1/model", "/health"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/RankRequest"}
+    refs = {r.rsplit("/", 1)[-1] for r in re.findall(r'"\$ref": "([^"]+)"', json.dumps(schema))}
+    assert refs <= set(schema["components"]["schemas"]), refs - set(schema["components"]["schemas"])
 
 
 def test_score_matches_batch_scoring(client: TestClient, scorer: Scorer) -> None:

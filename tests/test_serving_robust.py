@@ -38,7 +38,8 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> Scorer:
 
 @pytest.fixture(scope="module")
 def client(scorer: Scorer) -> TestClient:
-    limits = Limits(max_body_bytes=2_000_000, max_candidates=500, max_records=50, max_fields=100)
+    limits = Limits(max_body_bytes=2_000_000, max_candidates=500, max_records=50, max_fields=100,
+                    max_values=1_000_000)
     return TestClient(create_app(scorer, limits), raise_server_exceptions=False)
 
 
@@ -160,6 +161,28 @@ def test_too_many_features_or_records_is_413(client: TestClient) -> None:
     assert r.status_code == 413 and _first(r)["loc"] == ["body", "candidate_columns"], r.text
     r = _post(client, _rank_body(objective={"weights": {f"t{i}": 1.0 for i in range(200)}}))
     assert r.status_code == 413 and _first(r)["loc"] == ["body", "objective", "weights"], r.text
+
+
+def test_too_many_json_values_is_413_before_parsing(scorer: Scorer) -> None:
+    client = TestClient(create_app(scorer, Limits(max_values=1000)))
+    r = _post(client, _rank_body(context={**CONTEXT, "seq": list(range(2000))}))
+    assert r.status_code == 413 and "JSON values; the limit is 1000" in _first(r)["msg"], r.text
+    assert _post(client, _rank_body()).status_code == 200
+
+
+def test_long_candidate_lists_are_checked_in_chunks_and_located_exactly(client: TestClient) -> None:
+    cands = _candidates(400)
+    cands[300]["bid"] = "high"
+    cands[301]["is_ad"] = "yes"
+    r = _post(client, _rank_body(candidates=cands))
+    assert r.status_code == 422, r.text
+    assert [p["loc"] for p in r.json()["detail"]] == [["body", "candidates", 300, "bid"],
+                                                     ["body", "candidates", 301, "is_ad"]]
+    cols = {"id": list(range(400)), "bid": [None] * 400, "features": {"mens": [1] * 400}}
+    cols["bid"][299] = True
+    r = _post(client, {"scenario": "Mens E-Mail", "context": {**CONTEXT, "history_segment": SEGMENTS[0],
+                                                              "womens": 0}, "candidate_columns": cols})
+    assert r.status_code == 422 and _first(r)["loc"] == ["body", "candidate_columns", "bid", 299], r.text
 
 
 def test_error_bodies_never_echo_a_huge_value(client: TestClient) -> None:

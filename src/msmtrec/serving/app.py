@@ -38,6 +38,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from msmtrec import __version__
@@ -48,6 +49,7 @@ from msmtrec.errors import MsmtrecError
 from msmtrec.serving import ranking
 from msmtrec.serving.errors import ServiceError
 from msmtrec.serving.schemas import (
+    CandidateIn,
     ErrorResponse,
     Limits,
     RankRequest,
@@ -482,6 +484,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         _, defs = models_json_schema([(ScoreRequest, "validation"), (RankRequest, "validation")],
                                      ref_template="#/components/schemas/{model}")
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.get("$defs", {}))
+        components["CandidateIn"] = TypeAdapter(CandidateIn).json_schema()  # RankRequest.candidates refers to it
         app.openapi_schema = schema
     return app.openapi_schema
