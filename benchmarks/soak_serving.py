@@ -1,8 +1,9 @@
 """Soak benchmark for ``msmtrec serve``: valid traffic with and without a stream of expensive malformed requests.
 
-Starts the server on 127.0.0.1 (never any other address) in a subprocess, then runs two phases of
+Starts the server on 127.0.0.1 (never any other address) in a subprocess, then runs three phases of
 ``--duration`` seconds each:
 
+* ``idle``: only the ``/health`` prober (the machine's own floor for that latency);
 * ``clean``: ``--concurrency`` clients post valid ``/v1/rank`` requests while a prober GETs ``/health``
   every 20 ms;
 * ``abuse``: the same, plus ``--abusers`` clients posting expensive malformed bodies in a loop (each under
@@ -155,8 +156,9 @@ def run_soak(model: str = "hef", candidates: int = 1000, form: str = "columns", 
         try:
             _wait_healthy(url, server, 600.0)
             payloads = make_payloads(candidates, form=form)
-            phases = {name: asyncio.run(_phase(url, payloads, concurrency, n, duration_s))
-                      for name, n in (("clean", 0), ("abuse", abusers))}
+            phases = {name: asyncio.run(_phase(url, payloads, clients, n, duration_s))
+                      for name, clients, n in (("idle", 0, 0), ("clean", concurrency, 0),
+                                               ("abuse", concurrency, abusers))}
         finally:
             server.terminate()
             try:
