@@ -347,3 +347,29 @@ def _finite_text(v: str) -> bool:
     except ValueError:
         return False
 
+
+
+def test_repeated_rows_are_scored_once_and_tie_exactly(scorer: Scorer) -> None:
+    """A page of 300 candidates with 16 distinct feature rows: the model sees 16 rows, every copy gets the
+    bit-identical score of its row (so copies tie exactly and keep request order), and the scores are those
+    of scoring every row."""
+    from msmtrec.serving.app import Service, distinct_rows, score_batch
+
+    cands = [{"features": {"history_segment": SEGMENTS[i % 4], "mens": (i // 4) % 2, "womens": (i // 8) % 2}}
+             for i in range(300)]
+    batch, _ = scorer.encoder.encode_records(0, [c["features"] for c in cands], CONTEXT, "candidates")
+    rows, inverse = distinct_rows(batch)
+    assert rows["scenario"].shape[0] == 16 and len(inverse) == 300
+    got = score_batch(Service.load(scorer), batch, ["body"])
+    full = scorer.outputs(batch)
+    for task, values in got.items():
+        np.testing.assert_allclose(values, full[task], rtol=1e-6, atol=1e-7)
+        for i in range(16):
+            assert len(set(values[i::16].tolist())) == 1  # copies of one row: one score, to the bit
+    client = TestClient(create_app(scorer))
+    page = _post(client, _rank_body(candidates=cands, slots={"positions": 300})).json()["page"]
+    by_row: dict[int, list[int]] = {}
+    for p in page:
+        by_row.setdefault(p["index"] % 16, []).append(p["index"])
+    assert all(indices == sorted(indices) for indices in by_row.values())
+    assert distinct_rows({k: v[:63] for k, v in batch.items()}) is None  # small batches are scored as they are

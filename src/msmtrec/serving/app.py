@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import numpy as np
 import orjson
+import torch
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -192,13 +193,44 @@ def encode(call: Callable[[], tuple[Batch, TransformReport]]) -> tuple[Batch, Tr
 
 
 def score_batch(service: Service, batch: Batch, loc: list[str | int]) -> dict[str, np.ndarray]:
-    """The backend's predictions in user units; a non-finite one (overflowing ``expm1``) is a 422."""
-    preds = service.scorer.outputs(batch)
+    """The backend's predictions in user units; a non-finite one (overflowing ``expm1``) is a 422.
+
+    Candidates whose encoded rows are identical are scored once (:func:`distinct_rows`): a page of
+    candidates often repeats feature rows, the model is most of a request's time, and identical candidates
+    then get bit-identical scores, so they tie exactly and keep their request order on the page.
+    """
+    distinct = distinct_rows(batch)
+    if distinct is None:
+        preds = service.scorer.outputs(batch)
+    else:
+        rows, inverse = distinct
+        preds = {t: v[inverse] for t, v in service.scorer.outputs(rows).items()}
     for t, v in preds.items():
         if not np.isfinite(v).all():
             i = int(np.flatnonzero(~np.isfinite(v))[0])
             raise ServiceError(422, [*loc, i], f"prediction for task {t!r} is not finite; check the input values")
     return preds
+
+
+DISTINCT_MIN_ROWS = 64
+"""Smaller batches are scored as they are (looking for repeated rows would cost more than it saves)."""
+
+
+def distinct_rows(batch: Batch, keep_below: float = 0.75) -> tuple[Batch, np.ndarray] | None:
+    """The batch's distinct rows and, per original row, its index among them (``None`` when fewer than
+    :data:`DISTINCT_MIN_ROWS` rows, or more than ``keep_below`` of them distinct: then the whole batch is
+    cheaper). Rows compare by the bytes of every tensor, so only exactly equal inputs are merged."""
+    n = int(batch["scenario"].shape[0])
+    if n < DISTINCT_MIN_ROWS:
+        return None
+    parts = [v.numpy().reshape(n, -1).view(np.uint8) for _, v in sorted(batch.items())]
+    keys = np.ascontiguousarray(np.concatenate(parts, axis=1))
+    _, first, inverse = np.unique(keys.view(np.dtype((np.void, keys.shape[1]))).ravel(), return_index=True,
+                                  return_inverse=True)
+    if len(first) > keep_below * n:
+        return None
+    index = torch.from_numpy(first)
+    return {k: v.index_select(0, index) for k, v in batch.items()}, inverse.ravel()
 
 
 def rank_page(plan: RankPlan, preds: dict[str, np.ndarray]) -> ranking.Page:
