@@ -1,7 +1,9 @@
 """Turning per-task predictions into a page: objective values, ad revenue, and slot assignment.
 
 Everything here is plain NumPy over arrays of candidates, so it is testable with hand-made predictions
-and independent of any model.
+and independent of any model. The last section turns a request's values (objective, slots, candidate
+objects or columns) into these inputs, raising a :class:`~msmtrec.serving.errors.ServiceError` that names
+the field for a bad one.
 
 Value of a candidate under an objective with task weights ``w``::
 
