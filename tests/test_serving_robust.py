@@ -373,3 +373,21 @@ def test_repeated_rows_are_scored_once_and_tie_exactly(scorer: Scorer) -> None:
         by_row.setdefault(p["index"] % 16, []).append(p["index"])
     assert all(indices == sorted(indices) for indices in by_row.values())
     assert distinct_rows({k: v[:63] for k, v in batch.items()}) is None  # small batches are scored as they are
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=300) | st.text(alphabet="0123456789,:ab", max_size=300).map(str.encode),
+       block=st.integers(min_value=1, max_value=64))
+def test_the_body_scan_counts_values_and_finds_long_digit_runs_across_blocks(body: bytes, block: int) -> None:
+    import re
+
+    from msmtrec.serving import schemas
+
+    original = schemas.SCAN_BLOCK
+    schemas.SCAN_BLOCK = block
+    try:
+        values, long_run = schemas.scan_body(body)
+    finally:
+        schemas.SCAN_BLOCK = original
+    assert values == body.count(b",") + body.count(b":")
+    assert long_run == (re.search(rb"[0-9]{20}", body) is not None)
