@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -477,9 +478,15 @@ async def _too_large(send: Callable, limit: int) -> None:
 # -------------------------------------------------------------------------------------------------- app
 
 
+SWITCH_INTERVAL_S = 0.001
+
+
 def create_app(scorer: Scorer, limits: Limits | None = None) -> FastAPI:
     """The FastAPI application around one loaded run: the routes above, their error bodies and limits."""
     service = Service.load(scorer, limits)
+    # a worker thread running Python yields the interpreter lock to the event loop after this long (default
+    # 5 ms): /health and body reading wait at most about this for a request being validated or encoded
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     app = FastAPI(
         title="msmtrec",
         version=__version__,
