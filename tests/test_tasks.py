@@ -319,3 +319,42 @@ def test_trainer_applies_the_schedule() -> None:
     per_epoch = len(seen) // 2
     assert seen[0] == pytest.approx(0.05) and seen[1] == pytest.approx(0.1)
     assert seen[per_epoch] == pytest.approx(0.05)  # second epoch: × gamma
+
+
+# ------------------------------------------------------------------------------------------ one output path
+
+
+def test_predict_scorer_and_export_runtime_share_the_runs_output_mapping(tmp_path: Path) -> None:
+    """A run's fitted mapping (calibrator + smearing) reaches model.predict, the eager Scorer and the
+    TorchScript-backed Scorer alike (before, predict returned log1p values and the Scorer bare expm1)."""
+    from msmtrec.runs import load_run
+    from msmtrec.serving.scorer import Scorer
+    from msmtrec.serving.testing import make_run_dir, prepared_hillstrom
+
+    run = make_run_dir(tmp_path / "run", "shared_bottom")
+    schema = prepared_hillstrom().schema
+    smearing = [30.0, 40.0, 50.0]
+    mapping = OutputMapping(schema, {
+        "visit": {"calibrator": {"method": "platt", "a": [0.5, 1.0, 2.0], "b": [0.1, 0.0, -0.1]}},
+        "spend": {"smearing": smearing},
+    }, "platt")
+    mapping.save(run)
+    batch = {k: v[:64] for k, v in prepared_hillstrom().splits["test"].tensors.items() if k != "labels"}
+    loaded = load_run(run)
+    with torch.no_grad():
+        raw = loaded.model(batch)
+        via_predict = loaded.model.predict(batch)
+    scorer = Scorer(loaded)
+    eager = scorer.outputs(batch)
+    scen = batch["scenario"]
+    a = torch.tensor([0.5, 1.0, 2.0])[scen]
+    b = torch.tensor([0.1, 0.0, -0.1])[scen]
+    expected_visit = torch.sigmoid(a * raw["visit"] + b)
+    expected_spend = torch.exp(raw["spend"]) * torch.tensor(smearing)[scen] - 1
+    for out in (via_predict, {k: torch.from_numpy(v) for k, v in eager.items()}):
+        torch.testing.assert_close(out["visit"].double(), expected_visit.double(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out["spend"].double(), expected_spend.double(), rtol=1e-5, atol=1e-5)
+    scorer.use_torchscript()
+    traced = scorer.outputs(batch)
+    np.testing.assert_allclose(traced["spend"], eager["spend"], rtol=1e-4)
+    np.testing.assert_allclose(traced["visit"], eager["visit"], rtol=1e-4)
