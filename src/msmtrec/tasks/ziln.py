@@ -6,8 +6,9 @@ The model emits three numbers per row (``output_dim = 3``): the purchase logit `
 ``s`` of the log-normal amount, ``sigma = softplus(s)``. The loss is BCE of ``l`` against ``y > 0`` plus,
 on positive rows, the log-normal negative log-likelihood of ``y``. User units: the expected value
 ``E[y] = sigmoid(l) · exp(mu + sigma² / 2)`` in the label's own units (no transform: the log-normal *is*
-the log transform). With ``train.calibration`` other than ``none`` a per-scenario scale (mean label /
-mean prediction on validation) is fitted as well.
+the log transform). Like the regression smearing factor, a per-scenario scale (Σ label / Σ prediction on
+validation) is fitted after training: the mean of a log-normal is sensitive to ``sigma`` (``exp(sigma²/2)``),
+and with few positives the fitted ``sigma`` inflates it (HEF on Hillstrom: 2.7 × the actual mean without it).
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ class ZILN(TaskKind):
         calibration: str, base: Params | None = None,
     ) -> Params:
         params: Params = dict(base or {})
-        if calibration == "none" or out.size == 0:
+        if out.size == 0:
             return params
         pred = self.to_units(torch.from_numpy(out.astype(np.float64))).numpy()
 
         def ratio(m: np.ndarray) -> float:
-            return float(y[m].mean() / pred[m].mean()) if pred[m].mean() > 0 else 1.0
+            return float(y[m].sum() / pred[m].sum()) if pred[m].sum() > 0 else 1.0
 
         pooled = ratio(np.ones_like(y, dtype=bool))
         params["scale"] = [
