@@ -358,3 +358,20 @@ def test_predict_scorer_and_export_runtime_share_the_runs_output_mapping(tmp_pat
     traced = scorer.outputs(batch)
     np.testing.assert_allclose(traced["spend"], eager["spend"], rtol=1e-4)
     np.testing.assert_allclose(traced["visit"], eager["visit"], rtol=1e-4)
+
+
+def test_train_fits_the_mapping_on_validation_and_evaluate_reuses_it(tmp_path: Path) -> None:
+    from msmtrec.training.run import evaluate, train
+
+    out = tmp_path / "run"
+    metrics = train(out, data="planted:1500", model_name="shared_bottom",
+                    sets={"train.calibration": "platt", "train.max_epochs": 2, "train.progress": False,
+                          "train.batch_size": 128, "model.embed_dim": 8})
+    stored = json.loads((out / MAPPING_FILE).read_text())
+    assert stored["calibration"] == "platt"
+    assert set(stored["tasks"]) == {"click", "buy"}  # binary tasks get a calibrator; plain regression needs none
+    assert len(stored["tasks"]["click"]["calibrator"]["a"]) == 3
+    again = evaluate(out)
+    for task in ("click", "buy"):
+        assert again["overall"][task]["ece"] == pytest.approx(metrics["overall"][task]["ece"], abs=1e-6)
+        assert again["overall"][task]["calibration"] == pytest.approx(metrics["overall"][task]["calibration"])
