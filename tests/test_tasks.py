@@ -375,3 +375,17 @@ def test_train_fits_the_mapping_on_validation_and_evaluate_reuses_it(tmp_path: P
     for task in ("click", "buy"):
         assert again["overall"][task]["ece"] == pytest.approx(metrics["overall"][task]["ece"], abs=1e-6)
         assert again["overall"][task]["calibration"] == pytest.approx(metrics["overall"][task]["calibration"])
+
+
+def test_a_ziln_task_exports_with_its_three_outputs(tmp_path: Path) -> None:
+    from msmtrec.serving.export import TorchScriptRunner, export_torchscript, signature
+
+    schema = synthetic_schema(tasks=(Task("click", "binary"), Task("ltv", "ziln")))
+    model = build_model("shared_bottom", schema, {"embed_dim": 8}).eval()
+    batch = random_batch(schema, 16, torch.Generator().manual_seed(0))
+    export_torchscript(model, tmp_path / "m.pt")
+    out = TorchScriptRunner(tmp_path / "m.pt", schema)(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(out["ltv"], model(batch)["ltv"])
+    sig = signature(model, "shared_bottom", "torchscript")["outputs"]
+    assert sig["ltv"]["shape"] == ["batch", 3] and sig["ltv"]["kind"] == "ziln" and sig["click"]["meaning"] == "logit"
