@@ -389,3 +389,42 @@ def test_a_ziln_task_exports_with_its_three_outputs(tmp_path: Path) -> None:
         torch.testing.assert_close(out["ltv"], model(batch)["ltv"])
     sig = signature(model, "shared_bottom", "torchscript")["outputs"]
     assert sig["ltv"]["shape"] == ["batch", 3] and sig["ltv"]["kind"] == "ziln" and sig["click"]["meaning"] == "logit"
+
+
+# ------------------------------------------------------------------------------------------ specs and labels
+
+
+def _ziln_spec(tmp_path: Path, task: str) -> Path:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 200
+    pd.DataFrame({"scen": rng.integers(0, 2, n), "c1": rng.integers(0, 5, n), "y": rng.normal(size=n),
+                  "spend": np.where(rng.random(n) < 0.2, rng.exponential(30, n), 0.0)}).assign(
+        spend=lambda f: f["spend"].where(f.index != 7, -1.0)).to_csv(tmp_path / "d.csv", index=False)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: tiny\nfiles:\n  path: {tmp_path}/d.csv\nscenario: {{column: scen}}\n"
+        f"tasks:\n  - {task}\n"
+        "features:\n  sparse:\n    - {name: c1}\n  dense:\n    - {name: y}\nsplit: {seed: 1}\n"
+    )
+    return spec
+
+
+def test_specs_name_registered_kinds_and_their_transforms(tmp_path: Path) -> None:
+    from msmtrec.data.spec import load_spec
+    from msmtrec.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"type 'poisson' is not one of \['binary', 'regression', 'ziln'\]"):
+        load_spec(_ziln_spec(tmp_path, "{name: spend, label: spend, type: poisson}"))
+    with pytest.raises(SpecError, match=r"a ziln task takes transform \['none'\], got 'log1p'"):
+        load_spec(_ziln_spec(tmp_path, "{name: spend, label: spend, type: ziln, transform: log1p}"))
+
+
+def test_ziln_labels_are_checked_with_file_and_line(tmp_path: Path) -> None:
+    from msmtrec.data.pipeline import prepare_dataset
+    from msmtrec.errors import DataError
+
+    spec = _ziln_spec(tmp_path, "{name: spend, label: spend, type: ziln}")
+    with pytest.raises(DataError, match=r"d\.csv:9: label 'spend' of ziln task 'spend' must be a finite number >= 0"):
+        prepare_dataset(spec, data_root=tmp_path)
