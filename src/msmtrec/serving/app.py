@@ -62,6 +62,7 @@ from msmtrec.serving.schemas import (
     read_request,
 )
 from msmtrec.serving.scorer import Scorer
+from msmtrec.tasks import kind_of
 
 __all__ = ["Limits", "Service", "ServiceError", "create_app", "rank", "score"]
 
@@ -317,7 +318,7 @@ def model_info(service: Service) -> dict[str, Any]:
         "scenario_values": list(scenarios.values),
         "tasks": [
             {"name": t.name, "type": t.type, "inside": t.inside, "transform": t.transform,
-             "output": "probability" if t.type == "binary" else "value in original units"}
+             "output": kind_of(t).units}
             for t in spec.tasks
         ],
         "features": {
