@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import MLP, FieldEmbedding, compose_outputs
+from msmtrec.layers import MLP, FieldEmbedding, compose_outputs, output_dims, task_output
 from msmtrec.layers.context import ScenarioField
 from msmtrec.models.base import ModelConfig, MultiTaskModel, caches_regularizer, register, require
+from msmtrec.tasks import kind_of
 
 
 @dataclass
@@ -72,8 +73,8 @@ class AITM(MultiTaskModel):
         self.previous = self._previous_steps(schema)
         self.transfer = nn.ModuleDict({str(t): MLP(d, (d,)) for t in self.previous})  # p_{prev} = g(z_prev)
         self.ait = nn.ModuleDict({str(t): AdaptiveTransfer(d) for t in self.previous})
-        self.outs = nn.ModuleList(nn.Linear(d, 1) for _ in range(n_tasks))
-        self.binary = [t.type == "binary" for t in schema.tasks]
+        self.outs = nn.ModuleList(nn.Linear(d, k) for k in output_dims(schema))
+        self.binary = [kind_of(t).probability and kind_of(t).output_dim == 1 for t in schema.tasks]
         self._calibration: torch.Tensor | None = None
 
     @staticmethod
@@ -108,7 +109,7 @@ class AITM(MultiTaskModel):
                     z[i] = q[i]
             return z[i]
 
-        raw = [out(step(i)).squeeze(-1) for i, out in enumerate(self.outs)]
+        raw = [task_output(out(step(i))) for i, out in enumerate(self.outs)]
         return raw, info
 
     def _calibrator(self, raw: list[torch.Tensor]) -> torch.Tensor:

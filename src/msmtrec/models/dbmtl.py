@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import MLP, FieldEmbedding, compose_outputs
+from msmtrec.layers import MLP, FieldEmbedding, compose_outputs, output_dims, task_output
 from msmtrec.layers.context import ScenarioField
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
 
@@ -49,7 +49,7 @@ class DBMTL(MultiTaskModel):
         self.towers = nn.ModuleList(MLP(self.bottom.out_dim, c.tower_dims, c.dropout) for _ in range(n_tasks))
         tower_out, rel_out = c.tower_dims[-1], c.relation_dims[-1]
         self.relations = nn.ModuleList(MLP(tower_out + i * rel_out, c.relation_dims, c.dropout) for i in range(n_tasks))
-        self.outs = nn.ModuleList(nn.Linear(rel_out, 1) for _ in range(n_tasks))
+        self.outs = nn.ModuleList(nn.Linear(rel_out, k) for k in output_dims(schema))
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = self.scenario_field(self.embedding(batch), batch["scenario"]).flatten(1)
@@ -59,5 +59,5 @@ class DBMTL(MultiTaskModel):
         for tower, relation, out in zip(self.towers, self.relations, self.outs, strict=True):
             r = relation(torch.cat([tower(h), *relations], dim=1))  # conditioned on every earlier task
             relations.append(r)
-            raw.append(out(r).squeeze(-1))
+            raw.append(task_output(out(r)))
         return compose_outputs(self.schema, raw, self.config.funnel)

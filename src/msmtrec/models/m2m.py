@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import MLP, ExpertBank, FieldEmbedding, compose_outputs, mix
+from msmtrec.layers import MLP, ExpertBank, FieldEmbedding, compose_outputs, mix, output_dims, task_output
 from msmtrec.layers.meta import ScenarioGeneratedLinear
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
 
@@ -49,13 +49,13 @@ class M2MConfig(ModelConfig):
 class MetaTask(nn.Module):
     """One task's meta attention over the experts and its meta tower → ``[B]`` raw output."""
 
-    def __init__(self, d: int, scenario_dim: int, attention_dim: int, layers: int) -> None:
+    def __init__(self, d: int, scenario_dim: int, attention_dim: int, layers: int, out_dim: int = 1) -> None:
         super().__init__()
         self.task_embedding = nn.Parameter(torch.randn(d) * 0.1)
         self.score_hidden = ScenarioGeneratedLinear(scenario_dim, 2 * d, attention_dim)
         self.score_out = nn.Linear(attention_dim, 1, bias=False)
         self.tower = nn.ModuleList(ScenarioGeneratedLinear(scenario_dim, d, d) for _ in range(layers))
-        self.out = nn.Linear(d, 1)
+        self.out = nn.Linear(d, out_dim)
 
     def forward(
         self, experts: torch.Tensor, scenario: torch.Tensor, table: torch.Tensor
@@ -66,7 +66,7 @@ class MetaTask(nn.Module):
         h = mix(w, experts).unsqueeze(1)
         for layer in self.tower:
             h = F.relu(layer(h, scenario, table)) + h
-        return self.out(h.squeeze(1)).squeeze(-1), w
+        return task_output(self.out(h.squeeze(1))), w
 
 
 @register("m2m")
@@ -84,7 +84,9 @@ class M2M(MultiTaskModel):
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
         self.scenario_mlp = MLP(c.scenario_dim, (c.scenario_dim,))
         d = self.experts.out_dim
-        self.tasks = nn.ModuleList(MetaTask(d, c.scenario_dim, c.attention_dim, c.meta_layers) for _ in self.task_names)
+        self.tasks = nn.ModuleList(
+            MetaTask(d, c.scenario_dim, c.attention_dim, c.meta_layers, k) for k in output_dims(schema)
+        )
 
     def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         scenario = batch["scenario"]

@@ -7,7 +7,7 @@ score that representation and a second gate on the task embedding weighs their p
 ``ŷ = Σ_k w_k σ(c_k)``. The paper's "task" (one campaign's audience) is our *scenario*: both gates read a
 learnt scenario embedding, so each scenario has its own expert and critic blend. Our several prediction
 tasks each get their own expert gate and critic set (MMoE-style), and the mixture of critic probabilities
-is returned as an exact logit, ``log Σ w σ(c) − log Σ w σ(−c)`` (regression tasks mix values). The paper's
+is returned as an exact logit, ``log Σ w σ(c) − log Σ w σ(−c)`` (other kinds mix their outputs linearly). The paper's
 meta-learning outer loop over campaigns is a training procedure, not part of the network; here the model
 trains jointly like every model of the zoo.
 """
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import ExpertBank, FieldEmbedding, Gate, compose_outputs, mix
+from msmtrec.layers import ExpertBank, FieldEmbedding, Gate, compose_outputs, mix, output_dims, task_output
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.tasks import kind_of
 
 
 @dataclass
@@ -57,10 +58,13 @@ class MetaHeac(MultiTaskModel):
         self.critics = nn.ModuleList(
             ExpertBank(self.experts.out_dim, c.num_critics, c.tower_dims, c.dropout) for _ in range(n_tasks)
         )
-        self.critic_out = nn.Parameter(torch.randn(n_tasks, c.num_critics, c.tower_dims[-1]) * c.tower_dims[-1] ** -0.5)
-        self.critic_bias = nn.Parameter(torch.zeros(n_tasks, c.num_critics))
+        h = c.tower_dims[-1]
+        self.critic_out = nn.ParameterList(
+            nn.Parameter(torch.randn(c.num_critics, h, k) * h**-0.5) for k in output_dims(schema)
+        )
+        self.critic_bias = nn.ParameterList(nn.Parameter(torch.zeros(c.num_critics, k)) for k in output_dims(schema))
         self.critic_gates = nn.ModuleList(Gate(c.scenario_dim, c.num_critics) for _ in range(n_tasks))
-        self.binary = [t.type == "binary" for t in schema.tasks]
+        self.binary = [kind_of(t).probability and kind_of(t).output_dim == 1 for t in schema.tasks]
 
     def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         experts = self.experts(self.embedding(batch).flatten(1))
@@ -70,9 +74,12 @@ class MetaHeac(MultiTaskModel):
         for t, name in enumerate(self.task_names):
             expert_w = self.expert_gates[t](s)
             h = self.critics[t](mix(expert_w, experts))  # [B, K, h]
-            scores = (h * self.critic_out[t]).sum(-1) + self.critic_bias[t]  # [B, K] critic logits
+            scores = torch.einsum("bkh,khd->bkd", h, self.critic_out[t]) + self.critic_bias[t]  # [B, K, out]
             critic_w = self.critic_gates[t](s)
-            raw.append(_mix_probabilities(critic_w, scores) if self.binary[t] else (critic_w * scores).sum(1))
+            if self.binary[t]:
+                raw.append(_mix_probabilities(critic_w, scores[..., 0]))
+            else:  # values (and a multi-number kind's outputs) are mixed linearly
+                raw.append(task_output((critic_w.unsqueeze(-1) * scores).sum(1)))
             info[f"gates/level0/task:{name}"] = expert_w
             info[f"gates/level1/task:{name}"] = critic_w
         return compose_outputs(self.schema, raw, self.config.funnel), info

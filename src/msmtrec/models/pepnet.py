@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs
+from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs, output_dims, task_output
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
 
 
@@ -68,7 +68,7 @@ class PEPNet(MultiTaskModel):
         self.towers = nn.ModuleList(
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)) for _ in range(n_tasks)
         )
-        self.outs = nn.ModuleList(nn.Linear(sizes[-1], 1) for _ in range(n_tasks))
+        self.outs = nn.ModuleList(nn.Linear(sizes[-1], k) for k in output_dims(schema))
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
     def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -87,7 +87,7 @@ class PEPNet(MultiTaskModel):
             for layer, gate in zip(layers, gates, strict=True):
                 h = F.relu(layer(h))
                 h = self.dropout(h * gate[:, t] if gate is not None else h)
-            raw.append(out(h).squeeze(-1))
+            raw.append(task_output(out(h)))
         return compose_outputs(self.schema, raw, self.config.funnel), info
 
     def _ppnet_gates(self, prior: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor | None]:
