@@ -74,11 +74,13 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
         format_table(["field", "kind", "vocab", "test OOV"], rows),
     ]
     missing = {k: v for k, v in p.report["missing"].items() if v}
-    if missing:
+    non_finite = p.report.get("non_finite", {})
+    if missing or non_finite:
+        rows = [[c, missing.get(c, 0), non_finite.get(c, 0)] for c in sorted({*missing, *non_finite})]
         out += [
             "",
-            "Missing values (imputed for dense fields, OOV bucket for sparse fields)",
-            format_table(["column", "missing"], sorted(missing.items())),
+            "Missing and non-finite values (imputed for dense fields, OOV bucket for sparse fields)",
+            format_table(["column", "missing", "non-finite (inf)"], rows),
         ]
     else:
         out.append("\nMissing values: none")
@@ -104,8 +106,10 @@ def prepare(
         f"wrote {out}: {', '.join(f'{k} {v:,}' for k, v in p.report['rows'].items())} rows "
         f"({n / dt:,.0f} rows/s including reading)"
     )
-    for reason, k in p.report["dropped"].items():
-        print(f"dropped on purpose ({reason}): {k:,} rows")
+    from msmtrec.data.pipeline import data_notes
+
+    for note in data_notes(p.report):
+        print(note)
 
 
 @app.command()

@@ -161,9 +161,34 @@ def prepare_dataset(
         "oov": {k: v.oov for k, v in reports.items()},
         "imputed": {k: v.imputed for k, v in reports.items()},
         "missing": {c: int(frame[c].isna().sum()) for c in frame.columns if not c.startswith("__")},
+        "non_finite": non_finite_counts(frame),
         "funnel_violations": funnel,
     }
     return PreparedData(spec.name, spec, pre, splits, raw_labels, report)
+
+
+def non_finite_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """``inf`` / ``-inf`` per numeric column: imputed like missing values, so reported beside them."""
+    out = {}
+    for c in frame.columns:
+        if not c.startswith("__") and pd.api.types.is_float_dtype(frame[c]):
+            n = int(np.isinf(frame[c].to_numpy()).sum())
+            if n:
+                out[c] = n
+    return out
+
+
+def data_notes(report: dict) -> list[str]:
+    """One line each for rows skipped or dropped and for imputed values: what ``prepare`` and ``train`` print."""
+    notes = [f"dropped on purpose ({reason}): {n:,} rows" for reason, n in report.get("dropped", {}).items()]
+    missing = {c: n for c, n in report.get("missing", {}).items() if n}
+    non_finite = report.get("non_finite", {})
+    if missing:
+        notes.append("missing values: " + ", ".join(f"{c} {n:,}" for c, n in sorted(missing.items())))
+    if non_finite:
+        counts = ", ".join(f"{c} {n:,}" for c, n in non_finite.items())
+        notes.append(f"non-finite numbers (inf/-inf, imputed): {counts}")
+    return notes
 
 
 def _funnel_violations(spec: DatasetSpec, raw_labels: dict[str, np.ndarray]) -> dict[str, int]:

@@ -244,7 +244,12 @@ class Preprocessor:
                         f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {_show(shown)} "
                         f"({int(bad.sum())} such row(s))"
                     )
-            elif transformed and t.transform == "log1p":
+            elif not np.isfinite(x).all():
+                i = values.index[np.flatnonzero(~np.isfinite(x))[0]]
+                raise DataError(
+                    f"{where(i)}: label {col!r} of task {t.name!r} must be a finite number, got {values.loc[i]}"
+                )
+            if t.type != "binary" and transformed and t.transform == "log1p":
                 if (x < 0).any():
                     i = values.index[np.flatnonzero(x < 0)[0]]
                     raise DataError(f"{where(i)}: task {t.name!r} uses log1p, so {col!r} must be >= 0, got {x.min()}")

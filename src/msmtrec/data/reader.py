@@ -8,6 +8,7 @@ error can name where a bad value came from: ``__file`` (index into :attr:`RawDat
 from __future__ import annotations
 
 import glob
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from msmtrec.data.expressions import referenced_columns
+from msmtrec.data.files import check_fields, decode_check, drop_records, file_format, read_bytes, scan_csv
 from msmtrec.data.spec import DatasetSpec, data_root
 from msmtrec.errors import DataError, SpecError
 
@@ -83,58 +85,97 @@ def _column_names(spec: DatasetSpec, root: Path) -> list[str] | None:
     return None
 
 
-def read_file(path: str, spec: DatasetSpec, columns: list[str], root: Path) -> pd.DataFrame:
-    """One file → DataFrame of ``columns`` (text columns kept as strings), with a line-number column."""
+BAD_ROWS = "files.bad_rows: skip, wrong field count"
+"""Key of :attr:`RawData.dropped` counting rows skipped for a wrong field count."""
+
+
+def read_file(
+    path: str, spec: DatasetSpec, columns: list[str], root: Path, dropped: dict[str, int] | None = None
+) -> pd.DataFrame:
+    """One file → DataFrame of ``columns`` (text columns kept as strings), with a line-number column.
+
+    Rows skipped under ``files.bad_rows: skip`` are added to ``dropped[BAD_ROWS]``.
+    """
     fmt = spec.files.format
     if fmt == "auto":
-        fmt = "parquet" if path.endswith((".parquet", ".pq")) or Path(path).is_dir() else "csv"
+        fmt = file_format(path)
     text_cols = set(string_columns(spec))
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            schema_names = pq.read_schema(path).names if not Path(path).is_dir() else None
-        except Exception as e:  # pyarrow raises several types for a bad file
-            raise DataError(f"{path}: cannot read as Parquet: {e}") from None
-        if schema_names is not None:
-            missing = [c for c in columns if c not in schema_names]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {missing}; the file has {schema_names}")
-        frame = pd.read_parquet(path, columns=columns)
-        header_lines = 0
+        frame = _read_parquet(path, columns)
     else:
-        names = _column_names(spec, root)
-        sep = spec.files.sep
-        skip_space = sep.strip() != sep and sep.strip() != ""
-        sep = sep.strip() or sep
-        try:
-            head = pd.read_csv(path, sep=sep, names=names, header=0 if names is None else None, nrows=0)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path}: the file is empty (expected a header and rows)") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: cannot read: {e}") from None
-        missing = [c for c in columns if c not in head.columns]
+        frame = _read_csv(path, spec, columns, root, text_cols, dropped if dropped is not None else {})
+    if frame.empty:
+        raise DataError(f"{path}: the file has no rows")
+    for c in text_cols & set(frame.columns):
+        if frame[c].dtype != object and not isinstance(frame[c].dtype, pd.StringDtype):
+            frame[c] = _to_text(frame[c])
+    return frame
+
+
+def _read_parquet(path: str, columns: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        schema_names = pq.read_schema(path).names if not Path(path).is_dir() else None
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+    if schema_names is not None:
+        missing = [c for c in columns if c not in schema_names]
         if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; the file has {list(head.columns)}")
+            raise DataError(f"{path}: missing column(s) {missing}; the file has {schema_names}")
+    try:
+        frame = pd.read_parquet(path, columns=columns)
+    except Exception as e:  # a folder without Parquet files, a damaged part, a missing column in one part
+        raise DataError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e}); expected Parquet file(s)") from None
+    frame[LINE_COL] = np.arange(len(frame), dtype=np.int64) + 1
+    return frame
+
+
+def _read_csv(
+    path: str, spec: DatasetSpec, columns: list[str], root: Path, text_cols: set[str], dropped: dict[str, int]
+) -> pd.DataFrame:
+    """Check the structure (field counts, encoding, compression), then let pandas parse the checked bytes."""
+    names = _column_names(spec, root)
+    sep = spec.files.sep
+    skip_space = sep.strip() != sep and sep.strip() != ""
+    sep = sep.strip() or sep
+    data = decode_check(path, read_bytes(path), spec.files.encoding)
+    layout = scan_csv(path, data, sep, skip_space)
+    if layout.fields.size == 0:
+        raise DataError(f"{path}: the file is empty (expected {'a header and ' if names is None else ''}rows)")
+    start = 1 if names is None else 0
+    expected = int(layout.fields[0]) if names is None else len(names)
+    bad = check_fields(path, layout, expected, start, skip=spec.files.bad_rows == "skip")
+    if bad.size:
+        dropped[BAD_ROWS] = dropped.get(BAD_ROWS, 0) + int(bad.size)
+        data = drop_records(data, layout, bad)
+    lines = np.delete(layout.first_line[start:], bad - start)
+    header = 0 if names is None else None
+    try:
+        head = pd.read_csv(io.BytesIO(data), sep=sep, names=names, header=header, nrows=0)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (expected a header and rows)") from None
+    missing = [c for c in columns if c not in head.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(head.columns)}")
+    try:
         frame = pd.read_csv(
-            path,
+            io.BytesIO(data),
             sep=sep,
             names=names,
-            header=0 if names is None else None,
+            header=header,
             usecols=columns,
             dtype={c: str for c in columns if c in text_cols},
             na_values=spec.files.na_values,
             keep_default_na=False,
             skipinitialspace=skip_space,
             low_memory=False,
+            encoding="utf-8",
         )
-        header_lines = 1 if names is None else 0
-    if frame.empty:
-        raise DataError(f"{path}: the file has no rows")
-    for c in text_cols & set(frame.columns):
-        if frame[c].dtype != object and not isinstance(frame[c].dtype, pd.StringDtype):
-            frame[c] = _to_text(frame[c])
-    frame[LINE_COL] = np.arange(len(frame), dtype=np.int64) + 1 + header_lines
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: malformed CSV ({str(e).strip()}); expected balanced double quotes") from None
+    # One line number per record, as the scan found them; a disagreement with pandas would be a bug here.
+    frame[LINE_COL] = lines if len(lines) == len(frame) else np.arange(len(frame), dtype=np.int64) + 1 + start
     return frame
 
 
@@ -152,7 +193,12 @@ def _to_text(s: pd.Series) -> pd.Series:
 
 
 def read_files(
-    spec: DatasetSpec, paths: list[str], root: Path, with_labels: bool = True, split: str | None = None
+    spec: DatasetSpec,
+    paths: list[str],
+    root: Path,
+    with_labels: bool = True,
+    split: str | None = None,
+    dropped: dict[str, int] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     cols = needed_columns(spec, with_labels)
     if spec.scenario.column and spec.scenario.column not in cols:
@@ -160,7 +206,7 @@ def read_files(
     frames = []
     pattern = re.compile(spec.files.scenario_pattern) if spec.files.scenario_pattern else None
     for i, p in enumerate(paths):
-        f = read_file(p, spec, cols, root)
+        f = read_file(p, spec, cols, root, dropped)
         f[FILE_COL] = i
         if split is not None:
             f[SPLIT_COL] = split
@@ -184,6 +230,7 @@ def read_files(
 def read_dataset(spec: DatasetSpec, root: str | Path | None = None) -> RawData:
     """All rows of a dataset, with a ``__split`` column when the spec gives split files."""
     root = data_root(root)
+    dropped: dict[str, int] = {}
     if spec.split.method == "files":
         frames, files = [], []
         for split in ("train", "valid", "test"):
@@ -191,15 +238,15 @@ def read_dataset(spec: DatasetSpec, root: str | Path | None = None) -> RawData:
             if not paths:
                 continue
             expanded = expand(paths, root, f"{spec.origin}: split.{split}")
-            f, _ = read_files(spec, expanded, root, split=split)
+            f, _ = read_files(spec, expanded, root, split=split, dropped=dropped)
             f[FILE_COL] += len(files)
             files += expanded
             frames.append(f)
         frame = pd.concat(frames, ignore_index=True)
     else:
         files = expand(spec.files.path, root, f"{spec.origin}: files.path")
-        frame, files = read_files(spec, files, root)
-    raw = RawData(frame=frame, files=files)
+        frame, files = read_files(spec, files, root, dropped=dropped)
+    raw = RawData(frame=frame, files=files, dropped=dropped)
     missing_scen = frame[SCENARIO_COL].isna()
     if missing_scen.any():
         i = int(np.flatnonzero(missing_scen.to_numpy())[0])

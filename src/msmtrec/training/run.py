@@ -61,6 +61,8 @@ class LoadedData:
     schema: Schema
     splits: dict[str, TensorDataset]
     preprocessor: Any | None = None
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What reading and encoding found (skipped rows, missing and non-finite values), printed by ``train``."""
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -117,7 +119,7 @@ def load_data(spec: str, seed: int = 0, sample: int | None = None, stream: bool 
         prepared = pipeline.load_prepared(path)
     else:
         prepared = pipeline.prepare_dataset(spec, seed=seed, sample=sample)
-    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
+    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor, prepared.report)
 
 
 def _load_streamed(spec: str, sample: int | None, preprocessor: Any | None = None) -> LoadedData:
@@ -239,6 +241,9 @@ def train(
         if taken and not resume:
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
         loaded = load_data(data, seed=seed, sample=sample, stream=stream)
+        if ctx.is_main and loaded.report:
+            for note in _pipeline().data_notes(loaded.report):
+                print(f"data: {note}")
         seed_everything(seed)
         model = build_model(model_name, loaded.schema, model_over)
         if ctx.is_main and not resume:
