@@ -209,3 +209,16 @@ def test_non_finite_regression_label_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, lines)
     with pytest.raises(DataError, match=r"d\.csv:10: label 'spend' of task 'spend' must be a finite number"):
         prepare_dataset(spec_for(tmp_path))
+
+
+def test_old_mac_line_ends_and_crlf_read_like_newlines(tmp_path: Path) -> None:
+    lines = [HEADER, *rows(30)]
+    for name, end in (("cr.csv", "\r"), ("crlf.csv", "\r\n")):
+        (tmp_path / name).write_bytes((end.join(lines) + end).encode())
+        raw = read_dataset(load_spec(spec_for(tmp_path, path=name)))
+        assert raw.frame[LINE_COL].tolist() == list(range(2, 32))
+        assert raw.frame["scen"].tolist() == [f"s{i % 2}" for i in range(30)]
+    lines[4] += ",1"
+    (tmp_path / "cr.csv").write_bytes(("\r".join(lines) + "\r").encode())
+    with pytest.raises(DataError, match=r"cr\.csv:5: expected 5 fields"):
+        read_dataset(load_spec(spec_for(tmp_path, path="cr.csv")))

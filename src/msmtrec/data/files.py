@@ -15,7 +15,6 @@ import bz2
 import codecs
 import csv
 import gzip
-import io
 import lzma
 import zlib
 from dataclasses import dataclass, field
@@ -155,8 +154,9 @@ class CsvLayout:
 def scan_csv(path: str | Path, data: bytes, sep: str, skip_space: bool = False) -> CsvLayout:
     """Every non-blank record's line span and field count (pandas' rules: double quotes, blank lines skipped).
 
-    Well-formed files (quotes only around whole fields) are scanned with NumPy; anything else (a quote
-    inside a field, an unbalanced quote, spaces before a quote) goes through the ``csv`` module.
+    A line ends at ``\n``, or at a lone ``\r`` outside quotes (as pandas reads it). Well-formed files
+    (quotes only around whole fields) are scanned with NumPy; anything else (a quote inside a field, an
+    unbalanced quote, spaces before a quote) goes through the ``csv`` module.
     """
     if len(sep) != 1:
         raise DataError(f"{path}: files.sep must be one character (after stripping spaces), got {sep!r}")
@@ -170,12 +170,16 @@ def _scan_vectorised(data: bytes, sep: int) -> CsvLayout | None:
     newlines = np.flatnonzero(buf == 10)
     seps = np.flatnonzero(buf == sep)
     quotes = np.flatnonzero(buf == 34)
-    record_ends = newlines
+    lone_cr = np.flatnonzero(buf == 13) if b"\r" in data else newlines[:0]
+    lone_cr = lone_cr[buf[np.minimum(lone_cr + 1, buf.size - 1)] != 10] if lone_cr.size else lone_cr
     if quotes.size:
         if not _plain_quoting(buf, quotes, sep):
             return None
         seps = _outside(seps, quotes[0::2], quotes[1::2])
-        record_ends = _outside(newlines, quotes[0::2], quotes[1::2])
+        lone_cr = _outside(lone_cr, quotes[0::2], quotes[1::2])
+    if lone_cr.size:  # old Mac line ends outside quotes break lines too
+        newlines = np.sort(np.concatenate((newlines, lone_cr)))
+    record_ends = _outside(newlines, quotes[0::2], quotes[1::2]) if quotes.size else newlines
     starts = np.concatenate(([0], record_ends + 1))
     ends = np.concatenate((record_ends, [buf.size]))
     if starts[-1] == buf.size:  # the file ends with a newline: no record after it
@@ -213,7 +217,7 @@ def _plain_quoting(buf: np.ndarray, quotes: np.ndarray, sep: int) -> bool:
     after_idx = np.minimum(closes + 1, buf.size - 1)
     after = np.where(closes + 1 < buf.size, buf[after_idx], 10)
     closes_doubled = np.append(doubled[1:], False)
-    ok_open = doubled | (before == sep) | (before == 10)
+    ok_open = doubled | (before == sep) | (before == 10) | (before == 13)
     ok_close = closes_doubled | (after == sep) | (after == 10) | (after == 13)
     return bool(ok_open.all() and ok_close.all())
 
@@ -232,8 +236,8 @@ def _blank(data: bytes, starts: np.ndarray, ends: np.ndarray, fields: np.ndarray
 
 def _scan_quoted(path: str | Path, data: bytes, sep: str, skip_space: bool) -> CsvLayout:
     """Irregular quoting: let the ``csv`` module (pandas' quoting rules) find records, one row at a time."""
-    text = io.StringIO(data.decode("utf-8"), newline="")
-    reader = csv.reader(text, delimiter=sep, quotechar='"', strict=False, skipinitialspace=skip_space)
+    lines = (line + "\n" for line in data.decode("utf-8").split("\n"))  # lines end at \n only, as in the scan
+    reader = csv.reader(lines, delimiter=sep, quotechar='"', strict=False, skipinitialspace=skip_space)
     first, last, counts = [], [], []
     previous = 0
     try:
