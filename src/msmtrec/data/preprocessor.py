@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import pandas as pd
 import torch
 
 from msmtrec import __version__
+from msmtrec.atomic import write_text_atomic
 from msmtrec.data.encoders import (
     BucketEncoder,
     DenseEncoder,
@@ -281,7 +280,7 @@ class Preprocessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / ARTIFACT_NAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -339,14 +338,6 @@ def _natural_key(s: str) -> tuple:
         return (0, float(s), s)
     except ValueError:
         return (1, 0.0, s)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def file_checksum(paths: list[str]) -> str:

@@ -264,6 +264,8 @@ def train(
             if loaded.preprocessor is not None:
                 loaded.preprocessor.save(out)
             io.save_yaml(resolved, out / CONFIG_FILE)  # last: its presence marks a started run
+        if ctx.is_main:
+            runs.remove_stale_temporaries(out)  # left by a killed run; none of ours is being written now
         ctx.barrier()
         trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())

@@ -39,7 +39,7 @@ from msmtrec.data.schema import Batch, Schema
 from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
-from msmtrec.runs import WEIGHTS
+from msmtrec.runs import STATE, WEIGHTS, load_checkpoint, load_weights
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
@@ -49,8 +49,9 @@ from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value
 TrainSplit = TensorDataset | ParquetStream
 """The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
-STATE_FILE = "last.pt"
+STATE_FILE = STATE
 MODEL_FILE = WEIGHTS
+_STATE_KEYS = {"world_size", "seed", "module", "optimizer", "state", "best_state", "per_rank"}
 HISTORY_FILE = "history.csv"
 DIE_AFTER_ENV = "MSMTREC_TEST_DIE_AFTER_BATCHES"
 """Test hook: SIGKILL this process right after that many optimiser steps (and any checkpoint due)."""
@@ -382,7 +383,10 @@ class Trainer:
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None, torch.Tensor, int]:
         if self.run_dir is None or not (self.run_dir / STATE_FILE).exists():
             raise ConfigError(f"cannot resume: no {STATE_FILE} in {self.run_dir}")
-        payload = torch.load(self.run_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        path = self.run_dir / STATE_FILE
+        payload = load_checkpoint(path)
+        if not isinstance(payload, dict) or not _STATE_KEYS <= set(payload):
+            raise ConfigError(f"{path}: not an msmtrec training state (expected the last.pt `msmtrec train` writes)")
         if payload["world_size"] != self.ctx.world_size:
             raise ConfigError(
                 f"cannot resume {self.run_dir}: it was trained with {payload['world_size']} process(es), "
@@ -390,8 +394,11 @@ class Trainer:
             )
         if payload["seed"] != self.seed:
             raise ConfigError(f"cannot resume {self.run_dir}: seed {self.seed} differs from {payload['seed']}")
-        module.load_state_dict(payload["module"])
-        optimizer.load_state_dict(payload["optimizer"])
+        load_weights(module, payload["module"], path)
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"{path}: optimizer state does not match this run's optimizer ({e})") from None
         mine = payload["per_rank"][self.ctx.rank]
         torch.set_rng_state(mine["rng"]["torch"])
         if "cuda" in mine["rng"] and self.device.type == "cuda":
