@@ -115,3 +115,13 @@ def test_predict_cli_error_exits_2(run_dir: Path, tmp_path: Path, capsys: pytest
         main(["predict", str(run_dir), "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "o.csv")])
     assert e.value.code == 2
     assert "no such input file" in capsys.readouterr().err
+
+
+def test_keep_a_label_column_beside_its_prediction(run_dir: Path, rows: pd.DataFrame, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    rows.to_csv(src, index=False)
+    predict_file(run_dir, src, tmp_path / "out.csv", keep=["visit", "customer"])
+    result = pd.read_csv(tmp_path / "out.csv")
+    assert list(result.columns) == ["visit_label", "customer", "visit", "conversion", "spend"]
+    assert result["visit_label"].tolist() == rows["visit"].tolist()
+    assert result["visit"].between(0, 1).all()

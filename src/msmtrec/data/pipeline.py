@@ -9,6 +9,7 @@ benchmark sees the same rows in the same split, and the test split is never used
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from msmtrec.data.preprocessor import (
 )
 from msmtrec.data.reader import SCENARIO_COL, SPLIT_COL, RawData, read_dataset
 from msmtrec.data.schema import Schema
-from msmtrec.data.spec import DatasetSpec, load_spec
+from msmtrec.data.spec import DatasetSpec, SplitSpec, load_spec
 from msmtrec.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -114,6 +115,16 @@ def read_and_filter(spec: DatasetSpec, data_root: str | Path | None = None) -> R
         if raw.frame.empty:
             raise DataError(f"{spec.origin}: filter {spec.filter!r} removed every row")
     return raw
+
+
+def read_like_spec(spec: DatasetSpec, path: str | Path, data_root: str | Path | None = None) -> RawData:
+    """Rows of one raw file, read and filtered exactly as ``spec`` reads its own files.
+
+    Evaluating a trained run on a new file must score the population it was trained on: the same columns,
+    separator, encoding, structure checks and ``filter`` (dropped rows are counted in ``dropped``).
+    """
+    files = dataclasses.replace(spec.files, path=str(Path(path).resolve()), format="auto")
+    return read_and_filter(dataclasses.replace(spec, files=files, split=SplitSpec()), data_root)
 
 
 def prepare_dataset(

@@ -66,6 +66,15 @@ def file_format(path: str | Path) -> str:
     raise MsmtrecError(f"{path}: unknown file type; use .csv (or .csv.gz) or .parquet")
 
 
+LABEL_SUFFIX = "_label"
+"""A kept input column named like a task (its label, usually) is written as ``{task}_label``."""
+
+
+def kept_name(column: str, tasks: list[str] | tuple[str, ...]) -> str:
+    """The output name of a kept input column: itself, or ``{column}_label`` when a prediction has its name."""
+    return f"{column}{LABEL_SUFFIX}" if column in tasks else column
+
+
 def _columns_wanted(scorer: Scorer, available: list[str], keep: list[str]) -> tuple[list[str], list[str]]:
     """(columns to read, id columns to copy to the output), checking the input has what the model needs."""
     spec = scorer.pre.spec
@@ -85,9 +94,10 @@ def _columns_wanted(scorer: Scorer, available: list[str], keep: list[str]) -> tu
     if unknown:
         raise DataError(f"--keep column(s) {unknown} are not in the input; it has {available}")
     ids += [c for c in keep if c not in ids]
-    clash = [c for c in ids if c in scorer.task_names]
+    names = [kept_name(c, scorer.task_names) for c in ids]
+    clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise DataError(f"kept column(s) {clash} have the same name as a task output; rename them in the input")
+        raise DataError(f"--keep: output column(s) {clash} would be written twice; rename them in the input")
     return list(dict.fromkeys(need + ids)), ids
 
 
@@ -199,6 +209,7 @@ def predict_file(
             frame = frame.reset_index(drop=True)
             scored = scorer.score_frame(frame, where=where)
             out = frame[ids].copy() if ids else pd.DataFrame(index=frame.index)
+            out.columns = [kept_name(c, scorer.task_names) for c in out.columns]
             for t in scorer.task_names:
                 out[t] = scored.predictions[t]
             writer.write(out)

@@ -33,6 +33,7 @@ import msmtrec
 from msmtrec import runs
 from msmtrec.config import build_config
 from msmtrec.data.dataset import TensorDataset
+from msmtrec.data.files import is_data_file
 from msmtrec.data.planted import planted_batch
 from msmtrec.data.schema import Schema, Task, synthetic_schema
 from msmtrec.errors import ConfigError
@@ -50,7 +51,6 @@ PREPROCESSOR_FILE = runs.PREPROCESSOR
 _CONFIG_KEYS = (
     "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version"
 )
-_RAW_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".zip", ".bz2", ".xz")
 
 
 @dataclass
@@ -316,23 +316,23 @@ def evaluate(
     """Recompute metrics of a run on ``split`` of its own data, another spec, or a raw data file.
 
     Without ``data`` the run's spec is prepared again with its seed and sample, which reproduces the
-    exact encoding. A raw ``.csv``/``.parquet`` file is encoded with the run's preprocessor and
-    evaluated whole; another spec must encode to the same schema as the run.
+    exact encoding. A raw ``.csv``/``.parquet`` file is read and filtered as the run's spec reads its
+    own files, encoded with the run's preprocessor and evaluated whole; another spec must encode to the
+    same schema as the run.
     """
     from msmtrec.training.distributed import resolve_device
 
     model, cfg, pre = load_run_model(run_dir)
     dev = resolve_device(device)
     model.to(dev)
-    if data is not None and Path(data).is_file() and Path(data).suffix.lower() in _RAW_SUFFIXES:
+    if data is not None and is_data_file(data):
         if pre is None:
             raise ConfigError(f"{run_dir}: no {PREPROCESSOR_FILE}, so raw files cannot be encoded for it")
-        import pandas as pd
+        from msmtrec.data.preprocessor import line_locator
 
-        path = Path(data)
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-        batch, _ = pre.transform(frame, with_labels=True)
-        dataset, name, split = TensorDataset(batch), path.name, "file"
+        raw = _pipeline().read_like_spec(pre.spec, data)  # the spec's reader and filter: training's population
+        batch, _ = pre.transform(raw.frame, with_labels=True, where=line_locator(raw.frame, raw.files))
+        dataset, name, split = TensorDataset(batch), Path(data).name, "file"
     else:
         spec = data if data is not None else cfg["data"]
         if data is None and cfg.get("stream"):
