@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,18 @@ def test_old_mac_line_ends_and_crlf_read_like_newlines(tmp_path: Path) -> None:
     (tmp_path / "cr.csv").write_bytes(("\r".join(lines) + "\r").encode())
     with pytest.raises(DataError, match=r"cr\.csv:5: expected 5 fields"):
         read_dataset(load_spec(spec_for(tmp_path, path="cr.csv")))
+
+
+def test_hashed_ids_report_values_never_seen_in_training() -> None:
+    from msmtrec.data.encoders import HashEncoder, encoder_from_dict
+
+    train_ids = pd.Series([f"u{i}" for i in range(5000)] + [None])
+    enc = HashEncoder(buckets=100).fit(train_ids)
+    new = pd.Series([f"u{i}" for i in range(4000, 6000)] + [None])  # 1,000 known, 1,000 brand-new
+    codes, unseen = enc.transform(new)
+    assert 1000 * (1 - 0.02) <= unseen <= 1000 and enc.seen_false_positive < 0.01
+    assert codes[-1] == 0
+    again = encoder_from_dict(json.loads(json.dumps(asdict(enc))))  # survives the JSON artifact
+    assert again.transform(new)[1] == unseen
+    assert np.array_equal(again.transform(new)[0], codes)
+    assert HashEncoder(buckets=100).transform(new)[1] == 0  # an artifact without the filter: nothing claimed

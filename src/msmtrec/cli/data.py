@@ -70,7 +70,8 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     rows += [[s.name, "sequence", s.vocab_size, p.report["oov"]["test"].get(s.name, 0)] for s in schema.sequences]
     out += [
         "",
-        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket)",
+        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket, or for hashed "
+        "fields test values never seen in training: the cold-start share)",
         format_table(["field", "kind", "vocab", "test OOV"], rows),
     ]
     missing = {k: v for k, v in p.report["missing"].items() if v}
