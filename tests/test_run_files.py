@@ -161,3 +161,31 @@ def test_train_resume_cleans_up_what_a_kill_left(run: Path) -> None:
     (run / ".model.pt.99999998.tmp").write_bytes(b"torn")
     train(run, resume=True)  # finished run: resumes to the same result, and sweeps the leftovers
     assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
+
+
+def test_best_epoch_is_one_based_on_console_metrics_and_history(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import csv
+    import json
+    import re
+
+    sets = {**SETS, "train.max_epochs": 3, "train.patience": 3}
+    train(tmp_path / "r", data=str(trained["data3"] / "s.yaml"), model_name="shared_bottom", sets=sets)
+    printed = int(re.search(r"best epoch (\d+)", capsys.readouterr().out).group(1))  # type: ignore[union-attr]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    history = list(csv.DictReader((tmp_path / "r" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]
+    best = max(history, key=lambda r: float(r["valid/monitor"]))
+    assert printed == metrics["best_epoch"] == int(best["epoch"])
+
+
+def test_model_help_lists_every_registered_model() -> None:
+    from msmtrec.cli.train import zoo_names
+    from msmtrec.models import registered_models
+
+    assert zoo_names() == registered_models()
+    r = subprocess.run([sys.executable, "-m", "msmtrec.cli", "train", "--help"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0
+    assert all(name in r.stdout for name in registered_models()), r.stdout

@@ -278,14 +278,14 @@ def train(
             "params": model.num_parameters(),
             "train_seconds": round(result.train_seconds, 3),
             "samples_per_second": round(result.samples_per_second, 1),
-            "best_epoch": result.best_epoch,
+            "best_epoch": result.best_epoch + 1,  # 1-based, as on the console and in history.csv
             "epochs": result.epochs,
             "world_size": ctx.world_size,
             **test,
         }
         if ctx.is_main:
             io.save_json(metrics, out / METRICS_FILE)
-            print(f"{model_name} on {loaded.name} — test split (best epoch {result.best_epoch + 1}):")
+            print(f"{model_name} on {loaded.name} — test split (best epoch {metrics['best_epoch']}):")
             print(format_table(loaded.schema, metrics))
             print(f"run written to {out}")
             sys.stdout.flush()

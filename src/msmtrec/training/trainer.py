@@ -143,6 +143,7 @@ class FitResult:
 
     model: MultiTaskModel
     best_epoch: int
+    """Index into ``history`` (0-based); outputs (console, metrics.json, history.csv) count epochs from 1."""
     best_score: float
     epochs: int
     history: list[dict[str, Any]]
@@ -417,7 +418,7 @@ class Trainer:
         model: MultiTaskModel,
     ) -> dict[str, Any]:
         names = model.schema.task_names
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": mean_loss[-1]}
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_loss[-1]}  # 1-based, as printed
         row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
@@ -438,7 +439,7 @@ class Trainer:
         mon = row["valid/monitor"]
         mark = " *" if improved else ""
         mon_s = "-" if mon is None else f"{mon:.4f}"
-        return f"epoch {row['epoch'] + 1}: train loss {losses} | valid monitor {mon_s}{mark}"
+        return f"epoch {row['epoch']}: train loss {losses} | valid monitor {mon_s}{mark}"
 
 
 def _scenario_counts(split: TrainSplit, schema: Schema) -> torch.Tensor:
