@@ -146,17 +146,11 @@ def bench(
     )
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
-    import importlib
+def _register_more() -> None:
+    """Commands that live in their own module (``data synth``, ``data stream-bench``) join this group."""
+    from msmtrec.cli import data_synth
 
-    try:
-        mod = importlib.import_module("msmtrec.cli.data_synth")
-    except ModuleNotFoundError as e:
-        if e.name != "msmtrec.cli.data_synth":
-            raise
-        return
-    mod.register(app)
+    data_synth.register(app)
 
 
-_register_optional()
+_register_more()

@@ -34,10 +34,14 @@ _WHITESPACE = b" \t\r"
 # ---------------------------------------------------------------------------------------- file types
 
 
+_NAMED_ONLY = (".zst", ".zip")
+"""Compressions pandas reads (batch prediction) but the checked reader does not decompress."""
+
+
 def compression(path: str | Path) -> str | None:
-    """``.gz`` / ``.bz2`` / ``.xz`` from the file name, else ``None``."""
+    """``.gz`` / ``.bz2`` / ``.xz`` / ``.zst`` / ``.zip`` from the file name, else ``None``."""
     suffix = Path(str(path).lower()).suffix
-    return suffix if suffix in _OPENERS else None
+    return suffix if suffix in _OPENERS or suffix in _NAMED_ONLY else None
 
 
 def file_format(path: str | Path, strict: bool = False) -> str:
@@ -70,6 +74,8 @@ def read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory; expected a CSV file (a folder is read only as a Parquet dataset)")
+    if compression(path) in _NAMED_ONLY:
+        raise DataError(f"{path}: {compression(path)} files are not read here; decompress it or use .gz, .bz2 or .xz")
     opener = _OPENERS.get(compression(path) or "")
     try:
         if opener is None:

@@ -22,7 +22,6 @@ from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.expressions import evaluate
 from msmtrec.data.preprocessor import (
     Preprocessor,
-    TransformReport,
     file_checksum,
     line_locator,
 )
@@ -245,10 +244,3 @@ def load_prepared(directory: str | Path) -> PreparedData:
     report_path = directory / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return PreparedData(pre.spec.name, pre.spec, pre, splits, raw_labels, report)
-
-
-def transform_records(
-    pre: Preprocessor, frame: pd.DataFrame, with_labels: bool = False
-) -> tuple[dict, TransformReport]:
-    """Encode raw rows at inference time (serving, batch prediction) with a saved preprocessor."""
-    return pre.transform(frame, with_labels=with_labels)

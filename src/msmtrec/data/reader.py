@@ -108,7 +108,7 @@ def read_file(
         raise DataError(f"{path}: the file has no rows")
     for c in text_cols & set(frame.columns):
         if frame[c].dtype != object and not isinstance(frame[c].dtype, pd.StringDtype):
-            frame[c] = _to_text(frame[c])
+            frame[c] = to_text(frame[c])
     return frame
 
 
@@ -179,7 +179,7 @@ def _read_csv(
     return frame
 
 
-def _to_text(s: pd.Series) -> pd.Series:
+def to_text(s: pd.Series) -> pd.Series:
     """Numbers as text without a spurious ``.0`` so 3 and 3.0 are the same category."""
     missing = s.isna()
     if pd.api.types.is_float_dtype(s):

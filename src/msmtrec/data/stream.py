@@ -48,7 +48,8 @@ import pyarrow.parquet as pq
 import torch
 
 from msmtrec.data.dataset import TensorDataset
-from msmtrec.data.preprocessor import Preprocessor, TransformReport, _natural_key
+from msmtrec.data.files import file_format
+from msmtrec.data.preprocessor import Preprocessor, TransformReport, natural_key
 from msmtrec.data.reader import SCENARIO_COL, expand, needed_columns, string_columns
 from msmtrec.data.schema import Batch
 from msmtrec.data.spec import DatasetSpec, data_root, load_spec
@@ -71,7 +72,7 @@ def row_groups(paths: Iterable[str | Path]) -> list[RowGroup]:
     out: list[RowGroup] = []
     for p in paths:
         p = str(p)
-        if not p.endswith((".parquet", ".pq")):
+        if file_format(p, strict=True) != "parquet":
             raise DataError(f"{p}: streaming reads Parquet files only (convert CSV with pyarrow or `data prepare`)")
         try:
             meta = pq.ParquetFile(p).metadata
@@ -224,7 +225,7 @@ def fit_preprocessor(
     pre = Preprocessor(spec).fit(sample)
     counts = scan_scenarios(spec, pieces if scenario_paths is None else row_groups(scenario_paths))
 
-    pre.scenarios = sorted(counts, key=_natural_key)
+    pre.scenarios = sorted(counts, key=natural_key)
     pre.source_checksum = "footers:" + footer_checksum(sorted({p.file for p in pieces}))
     return pre
 
@@ -275,18 +276,6 @@ class ParquetStream:
     """Stop each epoch after this many rows (set by ``shard`` to equalise ranks)."""
     report: TransformReport = field(default_factory=TransformReport)
     """OOV / imputed counts accumulated over everything encoded so far."""
-
-    @classmethod
-    def from_files(
-        cls, paths: str | Path | list[str] | list[Path], preprocessor: Preprocessor, **kwargs: object
-    ) -> ParquetStream:
-        """A stream over every row group of ``paths`` (a file, a folder of ``*.parquet`` or a list)."""
-        if isinstance(paths, str | Path):
-            p = Path(paths)
-            paths = sorted(str(x) for x in p.glob("*.parquet")) if p.is_dir() else [str(p)]
-        if not paths:
-            raise DataError("ParquetStream: no files given")
-        return cls(row_groups([str(p) for p in paths]), preprocessor, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------- sizes
 

@@ -19,8 +19,9 @@ from typing import IO
 
 import pandas as pd
 
+from msmtrec.data.files import file_format as _detect
 from msmtrec.data.preprocessor import TransformReport
-from msmtrec.data.reader import string_columns
+from msmtrec.data.reader import string_columns, to_text
 from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.serving.scorer import Scorer
 
@@ -57,13 +58,8 @@ class PredictReport:
 
 
 def file_format(path: str | Path) -> str:
-    """``csv`` or ``parquet`` from the file name (``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet``, ``.pq``)."""
-    name = str(path).lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt", ".csv.bz2", ".csv.zst")):
-        return "csv"
-    raise MsmtrecError(f"{path}: unknown file type; use .csv (or .csv.gz) or .parquet")
+    """``csv`` or ``parquet`` from the file name (the data layer's one detector; unknown names refused)."""
+    return _detect(path, strict=True)
 
 
 LABEL_SUFFIX = "_label"
@@ -119,9 +115,7 @@ def read_chunks(
             frame = rb.to_pandas()
             for c in text & set(frame.columns):
                 if frame[c].dtype != object:
-                    from msmtrec.data.reader import _to_text
-
-                    frame[c] = _to_text(frame[c])
+                    frame[c] = to_text(frame[c])
             yield frame, ids
         return
     sep = "\t" if str(path).lower().endswith(".tsv") else spec.files.sep.strip() or spec.files.sep

@@ -90,12 +90,9 @@ def load_planted(rows: int) -> LoadedData:
 
 
 def _pipeline() -> Any:
-    try:
-        from msmtrec.data import pipeline
-    except ModuleNotFoundError as e:  # pragma: no cover - only before the data pipeline lands
-        if e.name == "msmtrec.data.pipeline":
-            raise ConfigError("the data pipeline (msmtrec.data.pipeline) is missing; use --data planted") from None
-        raise
+    """The data pipeline, imported on first use (pandas is not needed for ``--data planted``)."""
+    from msmtrec.data import pipeline
+
     return pipeline
 
 
