@@ -239,3 +239,14 @@ def test_hashed_ids_report_values_never_seen_in_training() -> None:
     assert again.transform(new)[1] == unseen
     assert np.array_equal(again.transform(new)[0], codes)
     assert HashEncoder(buckets=100).transform(new)[1] == 0  # an artifact without the filter: nothing claimed
+
+
+def test_hashed_filter_grows_with_a_warm_start_window() -> None:
+    from msmtrec.data.encoders import HashEncoder
+
+    enc = HashEncoder(buckets=100).fit(pd.Series([f"u{i}" for i in range(1000)]))
+    new = pd.Series([f"u{i}" for i in range(1000, 1500)])
+    assert enc.transform(new)[1] >= 490
+    before = enc.transform(new)[0]
+    enc.add(new)
+    assert enc.transform(new)[1] == 0 and np.array_equal(enc.transform(new)[0], before)

@@ -99,13 +99,23 @@ class HashEncoder:
     def fit(self, values: pd.Series) -> HashEncoder:
         hashed = np.unique(_hash(values.dropna()))
         bits = 1 << int(np.clip(np.ceil(np.log2(max(hashed.size, 1) * 16)), 10, 23))
-        table = np.zeros(bits, bool)
-        for pos in _bloom_positions(hashed, bits):
+        self._store(np.zeros(bits, bool), hashed)
+        return self
+
+    def add(self, values: pd.Series) -> HashEncoder:
+        """Record more training values (a warm start's new window); codes never change."""
+        table = self._table()
+        if table is not None:
+            self._store(table.copy(), np.unique(_hash(values.dropna())))
+        return self
+
+    def _store(self, table: np.ndarray, hashed: np.ndarray) -> None:
+        for pos in _bloom_positions(hashed, table.size):
             table[pos] = True
-        self.seen_size = bits
+        self.seen_size = table.size
         self.seen_bits = base64.b64encode(zlib.compress(np.packbits(table).tobytes(), 6)).decode("ascii")
         self.seen_false_positive = float(table.mean() ** _BLOOM_HASHES)
-        return self
+        object.__setattr__(self, "_cached_table", table)
 
     def transform(self, values: pd.Series | np.ndarray) -> tuple[np.ndarray, int]:
         """Codes and the number of non-missing values never seen in training (cold start)."""
@@ -246,13 +256,13 @@ class SequenceEncoder:
     def vocab_size(self) -> int:
         return len(self.vocabulary) + 2
 
-    def _explode(self, values: pd.Series) -> pd.Series:
+    def explode(self, values: pd.Series) -> pd.Series:
         lists = values.fillna("").astype(str).str.split(self.sep, regex=False)
         items = lists.explode()
         return items[items.notna() & (items != "")]
 
     def fit(self, values: pd.Series) -> SequenceEncoder:
-        counts = self._explode(values).value_counts()
+        counts = self.explode(values).value_counts()
         kept = counts[counts >= self.min_count]
         self.vocabulary = sorted(kept.index.astype(str), key=lambda k: (-int(kept[k]), k))
         return self
@@ -261,7 +271,7 @@ class SequenceEncoder:
         values = pd.Series(values, dtype=object) if isinstance(values, np.ndarray) else values
         n = len(values)
         out = np.zeros((n, self.max_len), dtype=np.int64)
-        items = self._explode(values.reset_index(drop=True))
+        items = self.explode(values.reset_index(drop=True))
         if items.empty:
             return out, 0
         rows = items.index.to_numpy()
