@@ -17,6 +17,7 @@ import csv
 import gzip
 import lzma
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,32 +91,76 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def _decompress(path: Path, opener) -> bytes:  # noqa: ANN001 - gzip.open / bz2.open / lzma.open
-    kind = compression(path)[1:]  # type: ignore[index]
-    parts: list[bytes] = []
-    done = 0
+    return b"".join(_read_blocks(path, opener, _CHUNK))
+
+
+def _read_blocks(path: Path, opener, size: int) -> Iterator[bytes]:  # noqa: ANN001 - open / gzip.open / ...
+    """The file's (decompressed) bytes in blocks of ``size``; a damaged stream is a one-line error."""
+    kind = (compression(path) or ".")[1:]
+    done, lines = 0, 0
     try:
         with opener(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                parts.append(chunk)
+            while chunk := f.read(size):
                 done += len(chunk)
+                lines += chunk.count(b"\n")
+                yield chunk
     except EOFError:
         raise DataError(
             f"{path}: truncated {kind} file: the compressed stream ends after {done:,} decompressed bytes "
-            f"(line {_lines_in(parts) + 1}); expected a complete {kind} stream (re-download or re-compress it)"
+            f"(line {lines + 1}); expected a complete {kind} stream (re-download or re-compress it)"
         ) from None
-    except (gzip.BadGzipFile, zlib.error, lzma.LZMAError, OSError) as e:
+    except (gzip.BadGzipFile, zlib.error, lzma.LZMAError) as e:
         raise DataError(
             f"{path}: not a valid {kind} file (after {done:,} decompressed bytes: {e}); expected {kind}-compressed "
             "text, or rename the file without the suffix"
         ) from None
-    return b"".join(parts)
 
 
-def _lines_in(parts: list[bytes]) -> int:
-    return sum(p.count(b"\n") for p in parts)
+def csv_blocks(path: str | Path, size: int = 1 << 23) -> Iterator[tuple[bytes, int, int]]:
+    """``(block, first line, first byte offset)``: whole records only, about ``size`` bytes each.
+
+    For reading files larger than memory with the same checks as :func:`read_bytes` + :func:`scan_csv`.
+    A block ends at the last newline with an even number of double quotes before it (outside any
+    quoted field); a block with none grows until one comes or the file ends.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a CSV file")
+    if compression(path) in _NAMED_ONLY:
+        raise DataError(f"{path}: {compression(path)} files are not read here; decompress it or use .gz, .bz2 or .xz")
+    opener = _OPENERS.get(compression(path) or "", open)
+    carry, line, offset = b"", 1, 0
+    try:
+        for chunk in _read_blocks(path, opener, size):
+            data = carry + chunk
+            cut = _record_boundary(data)
+            if cut <= 0:
+                carry = data
+                continue
+            yield data[:cut], line, offset
+            line += data.count(b"\n", 0, cut)
+            offset += cut
+            carry = data[cut:]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    if carry:
+        yield carry, line, offset
 
 
-def decode_check(path: str | Path, data: bytes, encoding: str) -> bytes:
+def _record_boundary(data: bytes) -> int:
+    """Just past the last newline outside quotes (even quote count before it), or 0."""
+    buf = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if newlines.size == 0:
+        return 0
+    quotes = np.flatnonzero(buf == 34)
+    outside = newlines[np.searchsorted(quotes, newlines) % 2 == 0] if quotes.size else newlines
+    return int(outside[-1]) + 1 if outside.size else 0
+
+
+def decode_check(path: str | Path, data: bytes, encoding: str, line_base: int = 0, byte_base: int = 0) -> bytes:
     """UTF-8 bytes of the file's text, or a one-line error at the first byte ``encoding`` cannot decode.
 
     The structure scan and pandas then work on UTF-8 whatever the file's encoding; pure ASCII (most data)
@@ -130,11 +175,11 @@ def decode_check(path: str | Path, data: bytes, encoding: str) -> bytes:
     try:
         text = data.decode(name)
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = line_base + data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         bad = data[e.start : e.start + 1].hex()
         raise DataError(
-            f"{path}:{line}: byte 0x{bad} at offset {e.start:,} (column {col}) is not valid {encoding}; "
+            f"{path}:{line}: byte 0x{bad} at offset {byte_base + e.start:,} (column {col}) is not valid {encoding}; "
             "set files.encoding in the spec (e.g. latin-1, cp1252) or fix the file"
         ) from None
     return data if name == "utf-8" else text.encode("utf-8")

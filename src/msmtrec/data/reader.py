@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import io
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,16 @@ import numpy as np
 import pandas as pd
 
 from msmtrec.data.expressions import referenced_columns
-from msmtrec.data.files import check_fields, decode_check, drop_records, file_format, read_bytes, scan_csv
+from msmtrec.data.files import (
+    CsvLayout,
+    check_fields,
+    csv_blocks,
+    decode_check,
+    drop_records,
+    file_format,
+    read_bytes,
+    scan_csv,
+)
 from msmtrec.data.spec import DatasetSpec, data_root
 from msmtrec.errors import DataError, SpecError
 
@@ -136,9 +146,7 @@ def _read_csv(
 ) -> pd.DataFrame:
     """Check the structure (field counts, encoding, compression), then let pandas parse the checked bytes."""
     names = _column_names(spec, root)
-    sep = spec.files.sep
-    skip_space = sep.strip() != sep and sep.strip() != ""
-    sep = sep.strip() or sep
+    sep, skip_space = _separator(spec.files.sep)
     data = decode_check(path, read_bytes(path), spec.files.encoding)
     layout = scan_csv(path, data, sep, skip_space)
     if layout.fields.size == 0:
@@ -177,6 +185,69 @@ def _read_csv(
     # One line number per record, as the scan found them; a disagreement with pandas would be a bug here.
     frame[LINE_COL] = lines if len(lines) == len(frame) else np.arange(len(frame), dtype=np.int64) + 1 + start
     return frame
+
+
+def iter_csv_chunks(
+    path: str | Path,
+    spec: DatasetSpec,
+    pick: Callable[[list[str]], list[str]],
+    text_cols: set[str],
+    chunk_rows: int,
+    sep: str | None = None,
+    block_bytes: int = 1 << 23,
+) -> Iterator[pd.DataFrame]:
+    """A CSV file with a header in chunks of ``chunk_rows`` rows, memory bounded, with the checks of
+    :func:`read_file`: field counts (``files.bad_rows``), encoding, compression, exact line numbers.
+
+    ``pick(header)`` returns the columns to read. Each chunk has a ``__line`` column (physical line).
+    """
+    sep, skip_space = _separator(sep or spec.files.sep)
+    header: list[str] | None = None
+    columns: list[str] = []
+    expected, pending = 0, []
+    for block, first_line, byte_base in csv_blocks(path, block_bytes):
+        data = decode_check(path, block, spec.files.encoding, first_line - 1, byte_base)
+        layout = scan_csv(path, data, sep, skip_space)
+        drop = np.zeros(0, np.int64)
+        if header is None:
+            if layout.fields.size == 0:
+                continue
+            header = [str(c) for c in pd.read_csv(io.BytesIO(data), sep=sep, nrows=0, skipinitialspace=skip_space)]
+            columns, expected, drop = pick(header), int(layout.fields[0]), np.array([0])
+        start = len(drop)
+        layout.first_line += first_line - 1
+        bad = check_fields(path, layout, expected, start, skip=spec.files.bad_rows == "skip")
+        drop = np.concatenate((drop, bad))
+        lines = np.delete(layout.first_line, drop)
+        if lines.size == 0:
+            continue
+        local = CsvLayout(layout.first_line - first_line + 1, layout.last_line, layout.fields)
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(drop_records(data, local, drop)), sep=sep, names=header, header=None, usecols=columns,
+                dtype={c: str for c in columns if c in text_cols}, na_values=spec.files.na_values,
+                keep_default_na=False, skipinitialspace=skip_space, low_memory=False, encoding="utf-8",
+            )
+        except pd.errors.ParserError as e:
+            raise DataError(f"{path}: malformed CSV ({str(e).strip()}); expected balanced double quotes") from None
+        frame[LINE_COL] = lines if len(lines) == len(frame) else np.arange(len(frame)) + lines[0]
+        pending.append(frame)
+        if sum(len(f) for f in pending) >= chunk_rows:
+            rows = pd.concat(pending, ignore_index=True)
+            full = len(rows) - len(rows) % chunk_rows
+            for i in range(0, full, chunk_rows):
+                yield rows.iloc[i : i + chunk_rows].reset_index(drop=True)
+            pending = [rows.iloc[full:]] if full < len(rows) else []
+    if header is None:
+        raise DataError(f"{path}: the file is empty (expected a header and rows)")
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
+
+
+def _separator(sep: str) -> tuple[str, bool]:
+    """The one-character separator pandas gets, and whether spaces after it are skipped (``sep: ", "``)."""
+    skip_space = sep.strip() != sep and sep.strip() != ""
+    return sep.strip() or sep, skip_space
 
 
 def to_text(s: pd.Series) -> pd.Series:

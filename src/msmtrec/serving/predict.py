@@ -21,7 +21,7 @@ import pandas as pd
 
 from msmtrec.data.files import file_format as _detect
 from msmtrec.data.preprocessor import TransformReport
-from msmtrec.data.reader import string_columns, to_text
+from msmtrec.data.reader import LINE_COL, iter_csv_chunks, string_columns, to_text
 from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.serving.scorer import Scorer
 
@@ -118,21 +118,17 @@ def read_chunks(
                     frame[c] = to_text(frame[c])
             yield frame, ids
         return
-    sep = "\t" if str(path).lower().endswith(".tsv") else spec.files.sep.strip() or spec.files.sep
-    try:
-        head = pd.read_csv(path, sep=sep, nrows=0)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (expected a header and rows)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
-    cols, ids = _columns_wanted(scorer, list(head.columns), keep)
-    reader = pd.read_csv(
-        path, sep=sep, usecols=cols, chunksize=chunk_rows, dtype={c: str for c in cols if c in text},
-        na_values=spec.files.na_values, keep_default_na=False,
-    )
-    with reader:
-        for frame in reader:
-            yield frame, ids
+    sep = "\t" if str(path).lower().endswith(".tsv") else None
+    wanted: list[list[str]] = []
+
+    def pick(header: list[str]) -> list[str]:
+        cols, ids = _columns_wanted(scorer, header, keep)
+        wanted.append(ids)
+        return cols
+
+    # the same checks as training's reader (field counts, encoding, compression, exact lines), block by block
+    for frame in iter_csv_chunks(path, spec, pick, text, chunk_rows, sep=sep):
+        yield frame, wanted[0]
 
 
 class _Writer:
@@ -191,16 +187,16 @@ def predict_file(
     report = PredictReport(output=str(dst))
     writer = _Writer(tmp)
     start = time.perf_counter()
-    csv_input = file_format(src) == "csv"
     try:
         for frame, ids in read_chunks(scorer, src, chunk_rows, keep or []):
             offset = report.rows
-
-            def where(i: object, offset: int = offset) -> str:
-                # 1-based file line (after the header) for CSV; 0-based row number for Parquet
-                return f"{src}:{int(i) + offset + 2}" if csv_input else f"{src} row {int(i) + offset}"
-
             frame = frame.reset_index(drop=True)
+            lines = frame.pop(LINE_COL).to_numpy() if LINE_COL in frame.columns else None
+
+            def where(i: object, offset: int = offset, lines: object = lines) -> str:
+                # the physical line for CSV (blank lines and quoted newlines counted); 0-based row for Parquet
+                return f"{src}:{lines[int(i)]}" if lines is not None else f"{src} row {int(i) + offset}"
+
             scored = scorer.score_frame(frame, where=where)
             out = frame[ids].copy() if ids else pd.DataFrame(index=frame.index)
             out.columns = [kept_name(c, scorer.task_names) for c in out.columns]
