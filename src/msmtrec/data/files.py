@@ -5,7 +5,7 @@ prediction, evaluation of a raw file). CSV files are checked here before pandas 
 pandas accepts broken structure silently: a row with one field too many shifts its values into other
 columns, a row one field short becomes "missing" values, and blank lines or quoted newlines make a
 row's position differ from its line number. :func:`scan_csv` finds every record's physical line and
-field count in one vectorised pass over the bytes (a ``csv`` module pass when the file uses quotes), so
+field count in one vectorised pass over the bytes (a ``csv`` module pass when quoting is irregular), so
 an error names the exact line, and a spec may opt in to skipping malformed rows (``files.bad_rows``).
 """
 
@@ -36,7 +36,7 @@ _WHITESPACE = b" \t\r"
 
 
 _NAMED_ONLY = (".zst", ".zip")
-"""Compressions pandas reads (batch prediction) but the checked reader does not decompress."""
+"""Compressions recognised by name but not decompressed: a clear error instead of parsing compressed bytes."""
 
 
 def compression(path: str | Path) -> str | None:
