@@ -151,7 +151,8 @@ def test_a_stray_byte_is_an_error_at_its_line(tmp_path: Path, recs: list[Record]
     recs = [Record(r.cells, r.blank_before, 0) for r in recs]
     text, starts = render(recs)
     raw_bytes = text.encode("utf-8")
-    at = data.draw(st.integers(0, len(raw_bytes) - 1))
+    boundaries = [i for i in range(len(raw_bytes)) if not 0x80 <= raw_bytes[i] < 0xC0]  # not inside a character
+    at = data.draw(st.sampled_from(boundaries))
     broken = raw_bytes[:at] + b"\xff" + raw_bytes[at:]
     (tmp_path / "d.csv").write_bytes(broken)
     line = broken.count(b"\n", 0, at) + 1
