@@ -64,8 +64,9 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     progress: bool = True
     """Show the tqdm progress bar (rank 0 only)."""
-    num_threads: int = 0
-    """CPU threads for torch ops (0: torch's default). On small shared machines 1 is often fastest."""
+    num_threads: int = 1
+    """Intra-op CPU threads for torch ops in this process (0: torch's default, one per core). One thread
+    never collapses on a busy host; more threads gain little on small CPUs (see docs/training.md)."""
     find_unused_parameters: bool = True
     """Passed to DistributedDataParallel; models with branches unused by some batches need it."""
 
