@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from msmtrec.config import parse_set_options
@@ -37,6 +36,8 @@ def inspect(
 
 def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     """The text ``data inspect`` prints (also used by tests)."""
+    import numpy as np  # here, so `msmtrec --help` does not import it
+
     schema = p.schema
     scen_names = list(schema.scenarios)
     out = [f"dataset {p.name}: {sum(p.report['rows'].values()):,} rows from {len(p.report['files'])} file(s)"]

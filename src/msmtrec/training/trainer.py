@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import WEIGHTS
@@ -46,7 +45,10 @@ from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
 
-TrainSplit = TensorDataset | ParquetStream
+if TYPE_CHECKING:  # streaming needs pandas/pyarrow; in-memory training should not import them
+    from msmtrec.data.stream import ParquetStream
+
+TrainSplit: TypeAlias = "TensorDataset | ParquetStream"
 """The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
 STATE_FILE = "last.pt"
