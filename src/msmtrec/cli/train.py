@@ -53,13 +53,17 @@ def register(app: typer.Typer) -> None:
         threads: int | None = threads_option(
             None, "Intra-op torch threads per process (train.num_threads; default 1)."
         ),
+        tracking: str | None = typer.Option(
+            None, "--tracking", help="Also record to an experiment tracker: mlflow (train.tracking; TensorBoard "
+            "event files are always written to RUN_DIR/tensorboard)."
+        ),
     ) -> None:
         """Train a model; writes config, preprocessor, best checkpoint, history and test metrics to --out."""
         from msmtrec.training import run
 
         sets = parse_set_options(set_)
         shortcuts = (("train.max_epochs", epochs), ("train.batch_size", batch_size), ("train.device", device),
-                     ("train.num_threads", threads))
+                     ("train.num_threads", threads), ("train.tracking", tracking))
         for key, value in shortcuts:
             if value is not None:
                 sets[key] = str(value)

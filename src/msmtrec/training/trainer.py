@@ -44,6 +44,7 @@ from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
+from msmtrec.training.tracking import open_tracker, sample_batch
 
 if TYPE_CHECKING:  # streaming needs pandas/pyarrow; in-memory training should not import them
     from msmtrec.data.stream import ParquetStream
@@ -106,13 +107,14 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     loss_params = [p for p in module.loss.parameters() if p.requires_grad]
     dense = [p for p in module.model.parameters() if p.requires_grad and id(p) not in emb_ids]
     groups = [
-        {"params": dense, "lr": config.lr, "weight_decay": config.weight_decay},
+        {"name": "dense", "params": dense, "lr": config.lr, "weight_decay": config.weight_decay},
         {
+            "name": "embedding",
             "params": emb,
             "lr": config.embedding_lr if config.embedding_lr is not None else config.lr,
             "weight_decay": config.embedding_weight_decay,
         },
-        {"params": loss_params, "lr": config.lr, "weight_decay": 0.0},
+        {"name": "loss", "params": loss_params, "lr": config.lr, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -209,6 +211,9 @@ class Trainer:
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
         module = TrainingModule(model, loss).to(self.device)
         optimizer = build_optimizer(module, cfg)
+        tracker = open_tracker(cfg, self.run_dir, ctx.is_main)  # TensorBoard / MLflow (rank 0, with a run_dir)
+        tracker.log_run(model, cfg, self.seed)
+        gate_sample = sample_batch(valid, self.device) if tracker.active else None
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         n_tasks = len(schema.tasks)
@@ -277,6 +282,7 @@ class Trainer:
                 state.batch_in_epoch += 1
                 state.global_step += 1
                 steps_here += 1
+                tracker.step(state.global_step, per_task, total, n * ctx.world_size, optimizer, schema.task_names)
                 if bar.disable is False and (state.batch_in_epoch % 10 == 0 or state.batch_in_epoch == n_batches):
                     mean = (sums / max(rows, 1)).tolist()
                     post = {name: f"{mean[i]:.4f}" for i, name in enumerate(schema.task_names)}
@@ -306,6 +312,7 @@ class Trainer:
             else:
                 state.bad_epochs += 1
             state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
+            tracker.epoch(epoch, state.history[-1], valid_metrics, model, gate_sample)
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             sums, rows = torch.zeros_like(sums), 0
             if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
@@ -316,6 +323,7 @@ class Trainer:
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
 
+        tracker.close()
         if best_state is not None:
             model.load_state_dict(best_state)
         train_seconds = elapsed() if steps_here else state.train_seconds
