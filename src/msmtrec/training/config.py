@@ -64,7 +64,10 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     progress: bool = True
-    """Show the tqdm progress bar (rank 0 only)."""
+    """Show the tqdm progress bar (rank 0, and only when stderr is a terminal: a log file gets no bar)."""
+    log_epochs: bool = True
+    """Print one plain line per epoch (rank 0): train loss per task, validation monitor, samples/s. Kept
+    with ``progress=false``; this is what a log file shows."""
     num_threads: int = 1
     """Intra-op CPU threads for torch ops in this process (0: torch's default, one per core). One thread
     never collapses on a busy host; more threads gain little on small CPUs (see docs/training.md)."""

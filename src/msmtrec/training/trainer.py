@@ -257,7 +257,7 @@ class Trainer:
                 total=n_batches,
                 initial=state.batch_in_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
-                disable=not (cfg.progress and ctx.is_main),
+                disable=not (cfg.progress and ctx.is_main and _is_terminal(sys.stderr)),  # log files get lines
                 dynamic_ncols=True,
                 unit="batch",
             )
@@ -317,8 +317,10 @@ class Trainer:
             sums, rows = torch.zeros_like(sums), 0
             if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
                 state.finished = True
-            if ctx.is_main and cfg.progress:
-                tqdm.write(self._epoch_line(state.history[-1], improved), file=sys.stderr)
+            if ctx.is_main and cfg.log_epochs:
+                speed = bar_rows / max(time.perf_counter() - bar_start, 1e-9)
+                tqdm.write(self._epoch_line(state.history[-1], improved, cfg.max_epochs, speed), file=sys.stderr)
+                sys.stderr.flush()
             checkpoint()
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
@@ -431,17 +433,31 @@ class Trainer:
             keys = ("auc", "gauc", "logloss") if task.type == "binary" else ("rmse", "mae")
             for k in keys:
                 row[f"valid/{task.name}/{k}"] = metrics["overall"][task.name].get(k)
+            for scen, cells in metrics.get("by_scenario", {}).items():  # per-scenario curves (msmtrec plot)
+                for k in keys:
+                    row[f"valid/{scen}/{task.name}/{k}"] = cells.get(task.name, {}).get(k)
         return row
 
     @staticmethod
-    def _epoch_line(row: dict[str, Any], improved: bool) -> str:
+    def _epoch_line(row: dict[str, Any], improved: bool, max_epochs: int | None = None, speed: float = 0.0) -> str:
         losses = " ".join(
             f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("train_loss/")
         )
         mon = row["valid/monitor"]
         mark = " *" if improved else ""
         mon_s = "-" if mon is None else f"{mon:.4f}"
-        return f"epoch {row['epoch'] + 1}: train loss {losses} | valid monitor {mon_s}{mark}"
+        of = f"/{max_epochs}" if max_epochs else ""
+        rate = f" | {speed:,.0f} samples/s" if speed > 0 else ""
+        return f"epoch {row['epoch'] + 1}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal: a redrawn bar there, plain lines in a log file or pipe."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed stream
+        return False
 
 
 def _scenario_counts(split: TrainSplit, schema: Schema) -> torch.Tensor:
