@@ -143,16 +143,17 @@ def bench(
 
 
 def _register_optional() -> None:
-    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
+    """Commands that live in their own modules (``data synth``, ``data stream-bench``, ``data sample``) join."""
     import importlib
 
-    try:
-        mod = importlib.import_module("msmtrec.cli.data_synth")
-    except ModuleNotFoundError as e:
-        if e.name != "msmtrec.cli.data_synth":
-            raise
-        return
-    mod.register(app)
+    for name in ("msmtrec.cli.data_synth", "msmtrec.cli.data_sample"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        mod.register(app)
 
 
 _register_optional()
