@@ -30,7 +30,7 @@ HEAVY = ("torch", "numpy", "pandas", "pyarrow", "matplotlib", "onnx", "onnxrunti
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["data", "--help"], ["serve", "--help"],
-                                  ["benchmark", "--help"]])
+                                  ["plot", "--help"], ["monitor", "--help"], ["benchmark", "--help"]])
 def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     assert _loaded(argv, HEAVY) == []
 
