@@ -90,6 +90,7 @@ class Tracker:
         self._sums: torch.Tensor | None = None
         self._steps = 0
         self._rows = 0
+        self._rate_rows = 0  # rows since the throughput clock started (restarted after each validation pass)
         self._since = time.perf_counter()
         if run_dir is None:
             return
@@ -139,16 +140,18 @@ class Tracker:
         self._sums = losses * rows if self._sums is None else self._sums + losses * rows
         self._steps += 1
         self._rows += rows
+        self._rate_rows += rows
         if step % self.log_every != 0:
             return
         mean = (self._sums / max(self._rows, 1)).tolist()
         now = time.perf_counter()
-        scalars = {"train/loss/total": mean[-1], "train/samples_per_second": self._rows / max(now - self._since, 1e-9)}
+        rate = self._rate_rows / max(now - self._since, 1e-9)
+        scalars = {"train/loss/total": mean[-1], "train/samples_per_second": rate}
         scalars.update({f"train/loss/{n}": mean[i] for i, n in enumerate(task_names)})
         for i, g in enumerate(optimizer.param_groups):
             scalars[f"train/lr/{g.get('name') or (_GROUP_NAMES[i] if i < len(_GROUP_NAMES) else i)}"] = float(g["lr"])
         self._write(scalars, step)
-        self._sums, self._steps, self._rows, self._since = None, 0, 0, now
+        self._sums, self._steps, self._rows, self._rate_rows, self._since = None, 0, 0, 0, now
 
     def epoch(self, epoch: int, row: dict[str, Any], metrics: dict[str, Any], model: torch.nn.Module,
               sample: dict[str, torch.Tensor] | None) -> None:
@@ -174,6 +177,7 @@ class Tracker:
         self._write({k: v for k, v in scalars.items() if _finite(v)}, epoch + 1)
         if self.writer is not None:
             self.writer.flush()  # an epoch's record survives a crash or kill -9
+        self._rate_rows, self._since = 0, time.perf_counter()  # validation time is not training throughput
 
     def close(self, status: str = "FINISHED") -> None:
         """Flush TensorBoard; upload the run folder to MLflow and end its run."""

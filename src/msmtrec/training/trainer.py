@@ -295,6 +295,7 @@ class Trainer:
                     bar.close()
                     os.kill(os.getpid(), signal.SIGKILL)
             bar.close()
+            speed = bar_rows / max(time.perf_counter() - bar_start, 1e-9)  # training rows/s, before validation
 
             # ---- epoch end: train loss (all ranks pooled), validation, early stopping
             pooled = ctx.all_gather_object((sums.cpu(), rows))
@@ -318,7 +319,6 @@ class Trainer:
             if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
                 state.finished = True
             if ctx.is_main and cfg.log_epochs:
-                speed = bar_rows / max(time.perf_counter() - bar_start, 1e-9)
                 tqdm.write(self._epoch_line(state.history[-1], improved, cfg.max_epochs, speed), file=sys.stderr)
                 sys.stderr.flush()
             checkpoint()
