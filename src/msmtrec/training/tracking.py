@@ -12,8 +12,9 @@ What is recorded (the same scalar names in both back-ends)::
     epoch/train_loss/{total|task}         per epoch (x axis: epoch number, from 1)
     valid/{scenario|overall}/{task}/{m}   per epoch: every validation metric of every scenario × task cell
     valid/mean_auc, valid/monitor, ...    per epoch: the summaries early stopping looks at
-    gates/{key}/expert{i}                 per epoch: mean weight of each expert (or input) over a validation
-                                          sample, for every [B, n] tensor the model's ``explain()`` returns
+    gates/.../expert{i}, mixing/.../input{i}
+                                          per epoch: mean weight of each expert (or mixed input) over a
+                                          validation sample, for every [B, n] tensor ``explain()`` returns
 
 TensorBoard files go to ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR``).
 No name is a prefix folder of another (``train/loss/total``, not ``train/loss``): MLflow's file store needs that.
@@ -53,7 +54,10 @@ def _finite(value: Any) -> bool:
 
 
 def gate_summaries(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Mean weight per expert of every ``[B, n]`` tensor ``model.explain(batch)`` returns (gates, mixing)."""
+    """Mean weight per expert of every ``[B, n]`` tensor ``model.explain(batch)`` returns (gates, mixing).
+
+    Keys keep the model's names (``gates/level0/task:click``, ``mixing/click``); others go under ``gates/``.
+    """
     explain = getattr(model, "explain", None)
     if not callable(explain):
         return {}
@@ -67,8 +71,10 @@ def gate_summaries(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> di
     out: dict[str, float] = {}
     for key, w in weights.items():
         if isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[0] > 0:
+            name = key if key.startswith(("gates/", "mixing/")) else f"gates/{key}"
+            unit = "expert" if name.startswith("gates/") else "input"
             for i, m in enumerate(w.float().mean(0).tolist()):
-                out[f"gates/{key}/expert{i}"] = m
+                out[f"{name}/{unit}{i}"] = m
     return out
 
 
