@@ -36,7 +36,9 @@ def inspect(
 
 def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     """The text ``data inspect`` prints (also used by tests)."""
-    import numpy as np  # here, so `msmtrec --help` does not import it
+    import numpy as np  # here, so `msmtrec --help` imports neither numpy nor torch
+
+    from msmtrec.tasks import kind_of
 
     schema = p.schema
     scen_names = list(schema.scenarios)
@@ -54,14 +56,14 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     # label rate / mean per task per scenario (all splits, original units)
     labels = np.concatenate([p.raw_labels[k] for k in ("train", "valid", "test")])
     scen = np.concatenate([p.splits[k].tensors["scenario"].numpy() for k in ("train", "valid", "test")])
-    headers = ["scenario"] + [f"{t.name} {'rate %' if t.type == 'binary' else 'mean'}" for t in schema.tasks]
+    headers = ["scenario"] + [f"{t.name} {'rate %' if kind_of(t).probability else 'mean'}" for t in schema.tasks]
     rows = []
     for s_idx, s in enumerate([*scen_names, "all"]):
         mask = scen == s_idx if s != "all" else np.ones(len(scen), bool)
         vals = []
         for j, t in enumerate(schema.tasks):
             m = float(labels[mask, j].mean()) if mask.any() else None
-            vals.append(None if m is None else (100 * m if t.type == "binary" else m))
+            vals.append(None if m is None else (100 * m if kind_of(t).probability else m))
         rows.append([s, *vals])
     out += ["", "Label rate (binary, %) or mean (regression, original units) per scenario", format_table(headers, rows)]
     if any(p.report["funnel_violations"].values()):

@@ -21,8 +21,6 @@ from typing import Any
 from msmtrec.errors import MsmtrecError
 
 HISTORY = "history.csv"
-BINARY_METRICS = ("auc", "gauc", "logloss")
-REGRESSION_METRICS = ("rmse", "mae")
 
 
 def read_history(run_dir: Path) -> list[dict[str, float | None]]:
@@ -68,14 +66,13 @@ def metric_columns(history: list[dict[str, Any]]) -> dict[str, dict[str, dict[st
     out: dict[str, dict[str, dict[str, str]]] = {}
     for col in history[0]:
         parts = col.split("/")
-        if parts[0] != "valid" or len(parts) not in (3, 4):
+        if parts[0] != "valid" or len(parts) not in (3, 4):  # valid/monitor, valid/mean_auc: summaries
             continue
         if len(parts) == 3:  # valid/{task}/{metric}: all scenarios pooled
             where, task, metric = "overall", parts[1], parts[2]
         else:  # valid/{scenario}/{task}/{metric}
             where, task, metric = parts[1], parts[2], parts[3]
-        if metric in BINARY_METRICS + REGRESSION_METRICS:
-            out.setdefault(task, {}).setdefault(metric, {})[where] = col
+        out.setdefault(task, {}).setdefault(metric, {})[where] = col
     return out
 
 
@@ -148,7 +145,7 @@ def _plot_loss(plt: Any, run_dir: Path, history: list[dict[str, Any]], epochs: l
 def _plot_task(plt: Any, task: str, metrics: dict[str, dict[str, str]], history: list[dict[str, Any]],
                epochs: list[int], path: Path) -> Path:
     MaxNLocator = _locator()  # noqa: N806
-    names = [m for m in (*BINARY_METRICS, *REGRESSION_METRICS) if m in metrics]
+    names = list(metrics)  # the task kind's history keys, in its order
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
     for ax, metric in zip(axes[0], names, strict=True):
         for where, col in sorted(metrics[metric].items(), key=lambda kv: (kv[0] == "overall", kv[0])):
@@ -158,8 +155,7 @@ def _plot_task(plt: Any, task: str, metrics: dict[str, dict[str, str]], history:
             overall = where == "overall"
             ax.plot(epochs, values, marker="o", label=where, color="black" if overall else None,
                     lw=2.4 if overall else 1.3, ls="--" if overall else "-")
-        better = "higher" if metric in ("auc", "gauc") else "lower"
-        ax.set(title=f"{task}: validation {metric.upper()} ({better} is better)", xlabel="epoch", ylabel=metric)
+        ax.set(title=f"{task}: validation {metric} ({_better(metric)})", xlabel="epoch", ylabel=metric)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
@@ -170,6 +166,14 @@ def _plot_task(plt: Any, task: str, metrics: dict[str, dict[str, str]], history:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _better(metric: str) -> str:
+    if metric.endswith("auc"):
+        return "higher is better"
+    if metric.endswith("ratio"):
+        return "best at 1"
+    return "lower is better"
 
 
 def _safe(name: str) -> str:

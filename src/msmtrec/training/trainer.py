@@ -39,10 +39,11 @@ from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import WEIGHTS
+from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
-from msmtrec.training.loss import MultiTaskLoss, scenario_weights
+from msmtrec.training.loss import MultiTaskLoss, sampling_offsets, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
 from msmtrec.training.tracking import open_tracker, sample_batch
 
@@ -187,7 +188,7 @@ class Trainer:
 
     def evaluate(self, model: MultiTaskModel, dataset: TensorDataset) -> dict[str, Any]:
         """Metrics of ``dataset`` (see :mod:`msmtrec.training.metrics`); identical on every rank."""
-        return compute_metrics(model.schema, self.predict(model, dataset))
+        return compute_metrics(model.schema, self.predict(model, dataset), model.output_mapping)
 
     # ------------------------------------------------------------------ training
     def fit(self, model: MultiTaskModel, splits: dict[str, TrainSplit], resume: bool = False) -> FitResult:
@@ -208,12 +209,16 @@ class Trainer:
         train, batch_size = self._local_train(train_full)
         sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
-        loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
+        cfg.check_sampling(list(schema.tasks))
+        loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw, cfg.positive_weight, cfg.negative_sampling)
+        model.output_mapping = OutputMapping(schema, sampling_offsets(cfg, schema))  # exact re-calibration
         module = TrainingModule(model, loss).to(self.device)
         optimizer = build_optimizer(module, cfg)
         tracker = open_tracker(cfg, self.run_dir, ctx.is_main)  # TensorBoard / MLflow (rank 0, with a run_dir)
         tracker.log_run(model, cfg, self.seed)
         gate_sample = sample_batch(valid, self.device) if tracker.active else None
+        base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
+        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         n_tasks = len(schema.tasks)
@@ -272,6 +277,10 @@ class Trainer:
                 total.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                if scheduled:
+                    factor = cfg.lr_factor(state.global_step, n_batches)
+                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base * factor
                 optimizer.step()
 
                 n = int(batch["labels"].shape[0])
@@ -430,7 +439,7 @@ class Trainer:
         for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
-            keys = ("auc", "gauc", "logloss") if task.type == "binary" else ("rmse", "mae")
+            keys = kind_of(task).history_keys
             for k in keys:
                 row[f"valid/{task.name}/{k}"] = metrics["overall"][task.name].get(k)
             for scen, cells in metrics.get("by_scenario", {}).items():  # per-scenario curves (msmtrec plot)
