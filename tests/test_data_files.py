@@ -209,7 +209,7 @@ def test_non_finite_regression_label_is_an_error(tmp_path: Path) -> None:
     lines = [HEADER, *rows(40)]
     lines[9] = "a,0.1,s0,0,inf"
     write(tmp_path, lines)
-    with pytest.raises(DataError, match=r"d\.csv:10: label 'spend' of task 'spend' must be a finite number"):
+    with pytest.raises(DataError, match=r"d\.csv:10: label 'spend' of regression task 'spend' must be a finite number"):
         prepare_dataset(spec_for(tmp_path))
 
 
