@@ -240,7 +240,11 @@ def train(
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
         loaded = load_data(data, seed=seed, sample=sample, stream=stream)
         seed_everything(seed)
-        model = build_model(model_name, loaded.schema, model_over)
+        sharding = _sharding_module(train_cfg)
+        if sharding is None:
+            model = build_model(model_name, loaded.schema, model_over)
+        else:
+            model = sharding.build_model_torchrec(lambda: build_model(model_name, loaded.schema, model_over), ctx)
         if ctx.is_main and not resume:
             out.mkdir(parents=True, exist_ok=True)
             resolved = {
@@ -260,7 +264,8 @@ def train(
                 loaded.preprocessor.save(out)
             io.save_yaml(resolved, out / CONFIG_FILE)  # last: its presence marks a started run
         ctx.barrier()
-        trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
+        trainer_cls = Trainer if sharding is None else sharding.ShardedTrainer
+        trainer = trainer_cls(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
         test = trainer.evaluate(model, loaded.splits["test"])
         metrics = {
@@ -286,6 +291,19 @@ def train(
         return metrics
     finally:
         shutdown_distributed()
+
+
+def _sharding_module(train_cfg: TrainConfig) -> Any | None:
+    """:mod:`msmtrec.training.sharding` when ``train.embeddings=torchrec`` (it needs the torchrec extra)."""
+    if train_cfg.embeddings != "torchrec":
+        return None
+    try:
+        from msmtrec.training import sharding
+    except ImportError as e:
+        raise ConfigError(
+            f"train.embeddings=torchrec needs TorchRec ({e}); install the extra: see docs/scale.md (make torchrec)"
+        ) from None
+    return sharding
 
 
 # -------------------------------------------------------------------------------------------- evaluate

@@ -205,8 +205,8 @@ class Trainer:
         sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
-        module = TrainingModule(model, loss).to(self.device)
-        optimizer = build_optimizer(module, cfg)
+        module = TrainingModule(model, loss)
+        wrapped, optimizer = self._wrap(module)
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         n_tasks = len(schema.tasks)
@@ -221,13 +221,6 @@ class Trainer:
             # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
             torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
 
-        wrapped: nn.Module = module
-        if ctx.enabled:
-            wrapped = DistributedDataParallel(
-                module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters,
-            )
 
         die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
         steps_here = 0
@@ -298,9 +291,7 @@ class Trainer:
             improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if ctx.is_main and self.run_dir is not None:
-                    io.save_torch(best_state, self.run_dir / MODEL_FILE)
+                best_state = self._save_best(model)
             else:
                 state.bad_epochs += 1
             state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
@@ -314,8 +305,7 @@ class Trainer:
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
 
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        self._restore_best(model, best_state)
         train_seconds = elapsed() if steps_here else state.train_seconds
         return FitResult(
             model=model,
@@ -327,6 +317,32 @@ class Trainer:
             samples_per_second=state.samples_seen / train_seconds if train_seconds > 0 else 0.0,
             valid_metrics=valid_metrics,
         )
+
+    # ------------------------------------------------------------------ hooks (the sharded trainer overrides)
+    def _wrap(self, module: TrainingModule) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """``module`` on the device, the module the loop calls (DDP under torchrun) and the optimiser."""
+        module.to(self.device)
+        optimizer = build_optimizer(module, self.config)
+        if not self.ctx.enabled:
+            return module, optimizer
+        wrapped = DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.find_unused_parameters,
+        )
+        return wrapped, optimizer
+
+    def _save_best(self, model: MultiTaskModel) -> dict[str, torch.Tensor] | None:
+        """Keep the best weights (returned, and saved with ``last.pt``) and write ``model.pt`` (rank 0)."""
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.ctx.is_main and self.run_dir is not None:
+            io.save_torch(best_state, self.run_dir / MODEL_FILE)
+        return best_state
+
+    def _restore_best(self, model: MultiTaskModel, best_state: dict[str, torch.Tensor] | None) -> None:
+        """Put the best weights back into ``model`` at the end of :meth:`fit`."""
+        if best_state is not None:
+            model.load_state_dict(best_state)
 
     def _local_train(self, train_full: TrainSplit) -> tuple[TrainSplit, int]:
         """This rank's training shard and per-rank batch size.
