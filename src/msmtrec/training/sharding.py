@@ -226,6 +226,25 @@ def full_state_dict(dmp: nn.Module, rank: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def load_full_state(dmp: nn.Module, full: dict[str, torch.Tensor]) -> None:
+    """Copy a whole (TorchRec-form) state dict into ``dmp``: each rank takes its own shards' rows/columns.
+
+    The inverse of :func:`full_state_dict`; with :func:`~msmtrec.layers.torchrec_embedding.torchrec_state_dict`
+    it warm-starts a sharded model from a plain ``model.pt``.
+    """
+    with torch.no_grad():
+        for key, value in dmp.state_dict().items():
+            if key not in full:
+                raise KeyError(f"load_full_state: {key} missing from the given state")
+            if isinstance(value, ShardedTensor):
+                for shard in value.local_shards():
+                    rows, cols = shard.metadata.shard_offsets
+                    n, d = shard.metadata.shard_sizes
+                    shard.tensor.copy_(full[key][rows : rows + n, cols : cols + d])
+            else:
+                value.copy_(full[key])
+
+
 def model_weights(training_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A :class:`TrainingModule` state dict → the plain ``model.pt`` of its model."""
     return plain_state_dict({k[len("model."):]: v for k, v in training_state.items() if k.startswith("model.")})
@@ -264,6 +283,9 @@ class ShardedTrainer(Trainer):
             return module.to(self.device), build_optimizer(module, self.config)
         # meta tables stay where they are: DistributedModelParallel allocates this rank's shards on the device
         module._apply(lambda t: t if t.is_meta else t.to(self.device))
+        # Each rank fills its shards from the global RNG: distinct streams, or every row-wise shard would
+        # start as a copy of the first (data-parallel tables are then broadcast from rank 0 by DDP).
+        torch.manual_seed(self.seed * 1_000_003 + 7_919 * (self.ctx.rank + 1))
         if self.run_dir is None:
             raise ConfigError("sharded training needs a run directory for its checkpoints")
         self._dmp, optimizer = shard(module, self.config, self.ctx, self.device)
