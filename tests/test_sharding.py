@@ -179,3 +179,32 @@ def test_row_wise_sharded_training_matches_plain_and_resumes_after_kill(tmp_path
     assert c["overall"]["value"]["rmse"] == pytest.approx(b["overall"]["value"]["rmse"], abs=1e-9)
     # only the folders last.pt names are left
     assert len(list((tmp_path / "killed" / "sharded").iterdir())) == 2
+
+
+@needs_torchrec
+@pytest.mark.slow
+def test_sharded_training_on_a_stream(tmp_path: Path) -> None:
+    """``--stream`` feeds the sharded trainer: each rank reads its own row groups, lookups are sharded."""
+    from msmtrec.data.spec import load_spec
+    from msmtrec.data.synth import SynthConfig, synthesize
+
+    synthesize(SynthConfig(rows=20_000, users=2_000, items=1_000, rows_per_file=2_048, row_group_rows=1_024, seed=3),
+               tmp_path / "data")
+    text = Path(load_spec("synthetic").origin).read_text()
+    text = text.replace("path: synthetic/*.parquet", f"path: {tmp_path / 'data'}/*.parquet")
+    (tmp_path / "spec.yaml").write_text(text)
+    launcher = tmp_path / "msmtrec_main.py"
+    launcher.write_text("import sys\nfrom msmtrec.cli import main\nsys.exit(main())\n")
+    out = _torchrun([
+        str(launcher), "train", "--data", str(tmp_path / "spec.yaml"), "--stream", "--model", "shared_bottom",
+        "--epochs", "2", "--device", "cpu", "--set", "train.batch_size=512", "--set", "train.progress=false",
+        "--set", "model.embed_dim=8", *SHARDED[:2], "--set", "train.sharding=user_id:row_wise,item_id:row_wise",
+        "--out", str(tmp_path / "run"),
+    ])
+    assert out.returncode == 0, out.stderr[-4000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == 2
+    from msmtrec import runs
+
+    loaded = runs.load_run(tmp_path / "run", require_preprocessor=True)  # the consolidated run is a plain run
+    assert loaded.model.embedding.sparse_table.weight.shape[0] == sum(f.vocab_size for f in loaded.model.schema.sparse)
