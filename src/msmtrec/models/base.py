@@ -42,6 +42,9 @@ class MultiTaskModel(nn.Module):
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    scenarios_interact: ClassVar[bool] = False
+    """True when a row's output depends on the *set* of scenarios (e.g. attention over every scenario's
+    expert), so adding a scenario at warm start shifts known scenarios' outputs a little until retrained."""
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
