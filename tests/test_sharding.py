@@ -130,6 +130,8 @@ def test_sharded_forward_and_consolidation_equal_plain(kind: str) -> None:
     line = [x for x in out.stdout.splitlines() if x.startswith("OK ")]
     assert line, out.stdout[-2000:]
     assert float(line[0].split()[2]) == 0.0  # gathered weights are the plain ones bit for bit
+    step = [x for x in out.stdout.splitlines() if x.startswith("STEP ")]
+    assert step and float(step[0].split()[1]) < 1e-6  # one SGD step on the ranks' mean gradient, as plain
 
 
 ARGS = [

@@ -2,8 +2,9 @@
 
 Builds a model with plain embeddings, shards its TorchRec form with ``DistributedModelParallel`` (the
 sharding type from argv), copies the plain weights into the shards and checks that every rank's forward
-pass matches the plain model on that rank's batch, then that the consolidated state is the plain one.
-Prints ``OK <max abs diff>`` on rank 0.
+pass matches the plain model on that rank's batch, that the consolidated state is the plain one, and that
+one SGD step moves the tables as plain SGD on the ranks' mean gradient would. Prints ``OK <forward diff>
+<weight diff>`` and ``STEP <diff>`` on rank 0.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main(kind: str, model_name: str) -> None:
     full = TrainingModule(converted, MultiTaskLoss(schema, [1.0] * len(schema.tasks))).state_dict()
     meta = to_torchrec(copy.deepcopy(reference), device="meta")
     module = TrainingModule(meta, MultiTaskLoss(schema, [1.0] * len(schema.tasks)))
-    cfg = TrainConfig(sharding={"*": kind}, progress=False, embedding_optimizer="sgd")
+    cfg = TrainConfig(sharding={"*": kind}, progress=False, embedding_optimizer="sgd", embedding_lr=0.5)
     dmp, _ = shard(module, cfg, ctx, device)
     load_full_state(dmp, full)
     batch = random_batch(schema, 64, torch.Generator().manual_seed(10 + ctx.rank))
@@ -52,7 +53,38 @@ def main(kind: str, model_name: str) -> None:
         wdiff = max(float((weights[k] - ref[k]).abs().max()) for k in ref)
         print(f"OK {diff:.3g} {wdiff:.3g}")
     assert diff < 1e-5, diff
+    gdiff = one_step(dmp, meta, reference, batch, ctx, lr=cfg.embedding_lr or cfg.lr)
+    if ctx.is_main:
+        print(f"STEP {gdiff:.3g}")
     shutdown_distributed()
+
+
+def one_step(dmp, sharded, reference, batch, ctx, lr: float) -> float:
+    """One training step on both: the tables must end where plain SGD on the ranks' mean gradient puts them.
+
+    Sharded tables are updated by the fused SGD inside backward; data-parallel tables get DDP's averaged
+    gradient (checked against the reference's, then stepped the same way here). Returns the largest gap.
+    """
+    import torch.distributed as dist
+
+    # eval mode (no dropout) so both forward passes are the same function; gradients flow all the same
+    out = sharded(batch)
+    sum(v.sum() for v in out.values()).backward()
+    ref_out = reference(batch)
+    sum(v.sum() for v in ref_out.values()).backward()
+    ref_grad = reference.embedding.sparse_table.weight.grad.clone()
+    dist.all_reduce(ref_grad)
+    ref_grad /= ctx.world_size
+    with torch.no_grad():
+        for name, p in dmp.named_parameters():  # data-parallel tables: apply the same SGD step by hand
+            if ".embedding_bags." in name and p.grad is not None:
+                p -= lr * p.grad
+    want = reference.embedding.sparse_table.weight.detach() - lr * ref_grad
+    full = full_state_dict(dmp, ctx.rank)
+    if not ctx.is_main:
+        return 0.0
+    got = model_weights(full)["embedding.sparse_table.weight"]
+    return float((got - want).abs().max())
 
 
 if __name__ == "__main__":
