@@ -8,7 +8,12 @@ Three runs of ``msmtrec train --stream`` under ``torchrun --nproc_per_node=2`` o
 * ``sharded-big``  the same tables with ``train.embeddings=torchrec``: user_id and item_id row-wise,
                    the small fields data-parallel, the planner held to ``--budget-mb`` per rank;
 * ``hashed-small`` plain embeddings with the ids hashed into small tables (what fits without sharding:
-                   many ids per row, so collisions).
+                   many ids per row, so collisions);
+* ``hashed-small-torchrec`` the small tables through the same TorchRec path and Adagrad as ``sharded-big``,
+                   so the AUC gap between the two is the cost of the collisions alone.
+
+A last run checks that the budget binds: the big tables placed table-wise (each whole on one rank) under
+the same ``--budget-mb`` must be refused by the planner.
 
 Reported per run: embedding table size, the largest per-rank peak RSS (``VmHWM`` of each torchrun
 worker, polled), training samples/s (from ``metrics.json``: rows over the wall time of ``fit``, validation
@@ -130,7 +135,7 @@ def main() -> int:
     ap.add_argument("--small-item-buckets", type=int, default=2**8)
     ap.add_argument("--embed-dim", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--budget-mb", type=int, default=400, help="per-rank budget for table shards + optimiser state")
+    ap.add_argument("--budget-mb", type=int, default=200, help="per-rank budget for table shards + optimiser state")
     ap.add_argument("--embedding-lr", type=float, default=0.05, help="Adagrad rate of the sharded tables")
     args = ap.parse_args()
 
@@ -154,6 +159,11 @@ def main() -> int:
             "--set", "train.consolidate=false",
         ],
         "hashed-small": [str(small)],
+        # the same TorchRec path and Adagrad as sharded-big on the small tables: what collisions cost, alone
+        "hashed-small-torchrec": [
+            str(small), "--set", "train.embeddings=torchrec", "--set", "train.sharding=*:data_parallel",
+            "--set", f"train.embedding_lr={args.embedding_lr}", "--set", "train.consolidate=false",
+        ],
     }
     results = {}
     for name, extra in variants.items():
@@ -183,6 +193,18 @@ def main() -> int:
             "test_click_auc": round(m["overall"]["click"]["auc"], 4),
             "test_purchase_auc": round(m["overall"]["purchase"]["auc"], 4),
         }
+
+    # the budget is real: the same tables placed whole on one rank (table-wise) do not fit it
+    refused = root / "table-wise-refused.log"
+    if not refused.exists() or "no sharding plan fits" not in refused.read_text():
+        cmd = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "msmtrec", "train",
+               "--data", str(big), *common, "--set", "train.embeddings=torchrec",
+               "--set", "train.sharding=user_id:table_wise,item_id:table_wise,*:data_parallel",
+               "--set", f"train.shard_memory_mb={args.budget_mb}", "--out", str(root / "table-wise-refused")]
+        run_with_peak_rss(cmd, refused)
+        shutil.rmtree(root / "table-wise-refused", ignore_errors=True)
+    lines = [x for x in refused.read_text().splitlines() if "no sharding plan fits" in x]
+    print("table-wise under the same budget:", lines[0][:300] if lines else "NOT refused (see the log)")
 
     # the sharded run, consolidated offline, must score the same in the plain form export/predict/serve load
     sharded = root / "sharded-big"

@@ -42,6 +42,7 @@ from torchrec import optim as trec_optim
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardingPlan, ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -137,22 +138,21 @@ def make_plan(module: nn.Module, config: TrainConfig, ctx: DistContext, device: 
 
     Every rank computes the same plan; ``collective_plan`` makes rank 0's the one used.
     """
-    cap = config.shard_memory_mb * 2**20 if config.shard_memory_mb else None
+    caps: dict[str, int] = {}
+    if config.shard_memory_mb:  # the memory the shards live in: GPU memory on CUDA, host memory on CPU
+        caps["hbm_cap" if device.type == "cuda" else "ddr_cap"] = config.shard_memory_mb * 2**20
     topology = Topology(
         world_size=ctx.world_size,
         compute_device=device.type,
-        local_world_size=_local_world_size(ctx),
-        **({"hbm_cap": cap} if device.type == "cuda" and cap else {"ddr_cap": cap} if cap else {}),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)),
+        **caps,
     )
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints(module, config.sharding))
     try:
         return planner.collective_plan(module, [CpuRowWiseSharder()], dist.GroupMember.WORLD)
-    except Exception as e:  # the planner's own errors are long; keep the reason, name the settings
-        raise ConfigError(f"train.sharding / train.shard_memory_mb: no sharding plan fits: {e}") from None
-
-
-def _local_world_size(ctx: DistContext) -> int:
-    return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+    except PlannerError as e:  # keep the planner's reason (it is long), name the settings that caused it
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"train.sharding / train.shard_memory_mb: no sharding plan fits: {reason}") from None
 
 
 def _fused_optimizer(config: TrainConfig, device: torch.device) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
