@@ -210,3 +210,13 @@ def test_sharded_training_on_a_stream(tmp_path: Path) -> None:
 
     loaded = runs.load_run(tmp_path / "run", require_preprocessor=True)  # the consolidated run is a plain run
     assert loaded.model.embedding.sparse_table.weight.shape[0] == sum(f.vocab_size for f in loaded.model.schema.sparse)
+    # predict and export with TorchRec made unimportable: the run needs nothing of it any more
+    plain = tmp_path / "no_torchrec_main.py"
+    plain.write_text("import sys\nsys.modules['torchrec'] = None\nfrom msmtrec.cli import main\nsys.exit(main())\n")
+    shard_file = sorted((tmp_path / "data").glob("*.parquet"))[-1]
+    for args in (["predict", str(tmp_path / "run"), "-i", str(shard_file), "-o", str(tmp_path / "p.parquet")],
+                 ["export", str(tmp_path / "run"), "-f", "torchscript", "-o", str(tmp_path / "m.ts")]):
+        done = subprocess.run([sys.executable, str(plain), *args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "p.parquet").stat().st_size > 0 and (tmp_path / "m.ts").stat().st_size > 0
