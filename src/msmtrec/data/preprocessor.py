@@ -36,6 +36,7 @@ from msmtrec.data.reader import LINE_COL, SCENARIO_COL
 from msmtrec.data.schema import Batch, Schema, SequenceField, SparseField, Task
 from msmtrec.data.spec import DatasetSpec, spec_from_dict, spec_to_dict
 from msmtrec.errors import DataError
+from msmtrec.tasks import kind_of
 
 ARTIFACT_NAME = "preprocessor.json"
 
@@ -113,7 +114,7 @@ class Preprocessor:
             dense=tuple(self.dense),
             sequences=tuple(SequenceField(n, e.vocab_size, e.max_len) for n, e in self.sequences.items()),
             scenarios=tuple(names.get(s, s) for s in self.scenarios),
-            tasks=tuple(Task(t.name, t.type, t.inside, t.weight) for t in spec.tasks),
+            tasks=tuple(Task(t.name, t.type, t.inside, t.weight, t.transform) for t in spec.tasks),
             user_id=spec.features.user_id,
             item_id=spec.features.item_id,
             extra={"dataset": spec.name, "scenario_values": list(self.scenarios)},
@@ -221,7 +222,7 @@ class Preprocessor:
         return list(dict.fromkeys(cols))
 
     def labels(self, frame: pd.DataFrame, where=_default_where, transformed: bool = True) -> np.ndarray:  # noqa: ANN001
-        """Task targets ``[n, n_tasks]`` (float32), checked: binary in {0,1}, regression numeric."""
+        """Task targets ``[n, n_tasks]`` (float32), checked and encoded by each task's kind."""
         out = np.zeros((len(frame), len(self.spec.tasks)), dtype=np.float32)
         for j, t in enumerate(self.spec.tasks):
             key = f"tasks[{t.name}].label"
@@ -235,20 +236,17 @@ class Preprocessor:
                 i = values.index[values.isna().to_numpy()][0]
                 raise DataError(f"{where(i)}: label {col!r} of task {t.name!r} is missing")
             x = values.to_numpy()
-            if t.type == "binary":
-                bad = (x != 0) & (x != 1)
-                if bad.any():
-                    i = values.index[np.flatnonzero(bad)[0]]
-                    shown = frame[col].loc[i] if col in frame.columns else x[bad][0]
-                    raise DataError(
-                        f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {_show(shown)} "
-                        f"({int(bad.sum())} such row(s))"
-                    )
-            elif transformed and t.transform == "log1p":
-                if (x < 0).any():
-                    i = values.index[np.flatnonzero(x < 0)[0]]
-                    raise DataError(f"{where(i)}: task {t.name!r} uses log1p, so {col!r} must be >= 0, got {x.min()}")
-                x = np.log1p(x)
+            kind = kind_of(t)
+            bad, expected = kind.invalid_labels(x, t.transform)
+            if bad.any():
+                i = values.index[np.flatnonzero(bad)[0]]
+                shown = frame[col].loc[i] if col in frame.columns else x[bad][0]
+                raise DataError(
+                    f"{where(i)}: label {col!r} of {kind.name} task {t.name!r} {expected}, got {_show(shown)} "
+                    f"({int(bad.sum())} such row(s))"
+                )
+            if transformed:
+                x = kind.encode_labels(x, t.transform)
             out[:, j] = x
         return out
 

@@ -37,6 +37,7 @@ from msmtrec.data.schema import Batch
 from msmtrec.errors import MsmtrecError
 from msmtrec.serving import ranking
 from msmtrec.serving.scorer import FeatureError, Scorer
+from msmtrec.tasks import kind_of
 
 log = logging.getLogger("msmtrec.serving")
 
@@ -318,7 +319,7 @@ def create_app(scorer: Scorer, limits: Limits | None = None) -> FastAPI:
             "scenario_values": list(scorer.pre.scenarios),
             "tasks": [
                 {"name": t.name, "type": t.type, "inside": t.inside, "transform": t.transform,
-                 "output": "probability" if t.type == "binary" else "value in original units"}
+                 "output": kind_of(t).units}
                 for t in spec.tasks
             ],
             "features": {

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from msmtrec.data.schema import Schema
+from msmtrec.tasks import kind_of
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Page:
 def default_click_task(schema: Schema) -> str | None:
     """The first binary task that another task sits inside (the funnel top), else the first binary task."""
     parents = [t.inside for t in schema.tasks if t.inside]
-    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    binary = [t.name for t in schema.tasks if kind_of(t).probability]
     for p in parents:
         if p in binary:
             return p
@@ -90,7 +91,7 @@ def default_conversion_task(schema: Schema) -> str | None:
     task declared inside another. When several funnels end at the same greatest depth the choice is ambiguous:
     ``None`` is returned and a request with CPA ads must name ``objective.conversion_task`` (a 422 says so).
     """
-    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    binary = [t.name for t in schema.tasks if kind_of(t).probability]
     depth = {name: funnel_depth(schema, name) for name in binary}
     deepest = max(depth.values(), default=0)
     if deepest == 0:
@@ -116,7 +117,7 @@ def default_weights(schema: Schema, config: Mapping | None = None) -> dict[str, 
             w = source.get("weights", source)
             if isinstance(w, Mapping) and w:
                 return {str(k): float(v) for k, v in w.items() if k in schema.task_names}
-    return {t.name: 1.0 for t in schema.tasks if t.type == "binary"}
+    return {t.name: 1.0 for t in schema.tasks if kind_of(t).probability}
 
 
 def candidate_values(
@@ -179,7 +180,7 @@ def rank(
 def check_objective(objective: Objective, schema: Schema) -> list[str]:
     """Problems with an objective, each naming the field (empty when fine)."""
     names = set(schema.task_names)
-    binary = {t.name for t in schema.tasks if t.type == "binary"}
+    binary = {t.name for t in schema.tasks if kind_of(t).probability}
     errors = [f"objective.weights.{k}: unknown task; tasks are {schema.task_names}" for k in objective.weights
               if k not in names]
     errors += [f"objective.price_tasks: unknown task {k!r}" for k in objective.price_tasks if k not in names]

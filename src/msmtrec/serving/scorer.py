@@ -1,8 +1,9 @@
 """The inference core shared by batch prediction and the HTTP service.
 
 :class:`Scorer` holds one loaded run (model in eval mode + its preprocessor) and turns raw rows into
-predictions in the units a user reads: probabilities for binary tasks and original units for regression
-(``log1p`` targets are mapped back with ``expm1``). Loading happens once; every call reuses the model and
+predictions in the units a user reads (probabilities, expected values in original units) through the run's
+one output mapping (:class:`msmtrec.tasks.OutputMapping`, the one ``MultiTaskModel.predict`` uses too).
+Loading happens once; every call reuses the model and
 runs under :func:`torch.inference_mode`, which skips autograd bookkeeping entirely.
 """
 
@@ -96,8 +97,6 @@ class Scorer:
         self.schema: Schema = self.pre.schema
         spec = self.pre.spec
         self.task_names = list(self.schema.task_names)
-        self.binary = [t.type == "binary" for t in self.schema.tasks]
-        self.log1p = {t.name: t.transform == "log1p" for t in spec.tasks}
         self.required = self.pre.required_columns(with_labels=False)
         self.sparse_columns = {f.name for f in spec.features.sparse} | {f.name for f in spec.features.sequence}
         self.sequence_sep = {f.name: f.sep for f in spec.features.sequence}
@@ -251,17 +250,9 @@ class Scorer:
             return self.model(batch)
 
     def outputs(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Model outputs mapped to output units, one float64 array per task."""
-        raw = self.forward(batch)
-        out: dict[str, np.ndarray] = {}
-        for name, is_bin in zip(self.task_names, self.binary, strict=True):
-            v = raw[name].double()
-            if is_bin:
-                out[name] = torch.sigmoid(v).numpy()
-            else:
-                x = v.numpy()
-                out[name] = np.expm1(x) if self.log1p.get(name) else x
-        return out
+        """Model outputs mapped to user units by the run's output mapping, one float64 array per task."""
+        raw = {name: v.double() for name, v in self.forward(batch).items()}
+        return {name: v.numpy() for name, v in self.model.output_mapping.apply(raw, batch.get("scenario")).items()}
 
     def score_frame(self, frame: pd.DataFrame, where: Callable[[Any], str] | None = None) -> Scored:
         """Raw rows (one column per feature, plus the scenario) → predictions in output units."""
