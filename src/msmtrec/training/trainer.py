@@ -226,7 +226,6 @@ class Trainer:
             # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
             torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
 
-
         die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
         steps_here = 0
         segment_start = time.perf_counter()
