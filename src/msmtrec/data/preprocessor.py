@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,42 @@ class TransformReport:
                 mine[k] = mine.get(k, 0) + v
 
 
+class ScenarioNames:
+    """The scenarios of a run: raw values (as in the data files), display names (``scenario.names`` in the
+    spec) and indices (what the model sees). A request may name a scenario by value, display name or a number
+    equal to the value; everything else is a :class:`DataError` listing the known scenarios."""
+
+    def __init__(self, values: Sequence[str], names: Mapping[str, str] | None = None) -> None:
+        self.values: tuple[str, ...] = tuple(values)
+        names = names or {}
+        self.display: tuple[str, ...] = tuple(names.get(v, v) for v in self.values)
+        index = {d: i for i, d in enumerate(self.display)}
+        index.update({v: i for i, v in enumerate(self.values)})  # a raw value wins over a display name
+        self._index = index
+
+    def index(self, scenario: Any) -> int:
+        """The index of a request's scenario (raw value, display name, or a number equal to a raw value)."""
+        key = text_value(scenario) if type(scenario) is not str else scenario
+        if type(scenario) is bool or key is None or key not in self._index:
+            raise DataError(f"scenario {scenario!r} was never seen in training; the model knows {list(self.display)}")
+        return self._index[key]
+
+
+def text_value(v: Any) -> str | None:
+    """A raw categorical value as the reader would have stored it (3, 3.0 and "3" are one category)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        return str(int(v)) if v.is_integer() else str(v)
+    return str(v)
+
+
 def stable_id(values: pd.Series) -> np.ndarray:
     """A stable int64 per raw id value (for GAUC grouping and ranking), independent of any vocabulary."""
     return pd.util.hash_array(values.fillna("").astype(str).to_numpy(dtype=object)).view(np.int64)
@@ -102,18 +140,22 @@ class Preprocessor:
         return self
 
     @property
+    def scenario_names(self) -> ScenarioNames:
+        """The scenarios by raw value, display name and index (the one place that maps between them)."""
+        return ScenarioNames(self.scenarios, self.spec.scenario.names)
+
+    @property
     def schema(self) -> Schema:
         spec = self.spec
         sparse = []
         for name, enc in self.sparse.items():
             source = {"vocab": "categorical", "hash": "hashed", "bucket": "bucketised"}[enc.kind]
             sparse.append(SparseField(name, enc.vocab_size, source))  # type: ignore[arg-type]
-        names = spec.scenario.names or {}
         return Schema(
             sparse=tuple(sparse),
             dense=tuple(self.dense),
             sequences=tuple(SequenceField(n, e.vocab_size, e.max_len) for n, e in self.sequences.items()),
-            scenarios=tuple(names.get(s, s) for s in self.scenarios),
+            scenarios=self.scenario_names.display,
             tasks=tuple(Task(t.name, t.type, t.inside, t.weight, t.transform) for t in spec.tasks),
             user_id=spec.features.user_id,
             item_id=spec.features.item_id,

@@ -289,6 +289,7 @@ class ShardedTrainer(Trainer):
         if self.run_dir is None:
             raise ConfigError("sharded training needs a run directory for its checkpoints")
         self._dmp, optimizer = shard(module, self.config, self.ctx, self.device)
+        self.forward_is_collective = True
         return self._dmp, optimizer
 
     # ---- evaluation: every rank runs the same number of same-sized batches (the lookups are collective)
