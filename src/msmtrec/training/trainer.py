@@ -215,13 +215,14 @@ class Trainer:
         cfg.check_sampling(list(schema.tasks))
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw, cfg.positive_weight, cfg.negative_sampling)
         model.output_mapping = OutputMapping(schema, sampling_offsets(cfg, schema))  # exact re-calibration
-        module = TrainingModule(model, loss).to(self.device)
-        optimizer = build_optimizer(module, cfg)
+        module = TrainingModule(model, loss)
+        wrapped, optimizer = self._wrap(module)
         balancer = make_balancer(cfg.loss_weighting, loss, model, ctx.enabled, cfg.gradnorm_alpha, cfg.gradnorm_lr,
                                  cfg.dwa_temperature)
         tracker = open_tracker(cfg, self.run_dir, ctx.is_main)  # TensorBoard / MLflow (rank 0, with a run_dir)
         tracker.log_run(model, cfg, self.seed)
-        gate_sample = sample_batch(valid, self.device) if tracker.active else None
+        # gate summaries run a forward pass on rank 0 alone, which a sharded model cannot do (lookups are collective)
+        gate_sample = sample_batch(valid, self.device) if tracker.active and not self.forward_is_collective else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
         scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
         state = TrainState()
@@ -237,14 +238,6 @@ class Trainer:
         else:
             # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
             torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
-
-        wrapped: nn.Module = module
-        if ctx.enabled:
-            wrapped = DistributedDataParallel(
-                module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters,
-            )
 
         die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
         steps_here = 0
@@ -326,9 +319,7 @@ class Trainer:
             improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if ctx.is_main and self.run_dir is not None:
-                    io.save_torch(best_state, self.run_dir / MODEL_FILE)
+                best_state = self._save_best(model)
             else:
                 state.bad_epochs += 1
             state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
@@ -345,8 +336,7 @@ class Trainer:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
 
         tracker.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        self._restore_best(model, best_state)
         train_seconds = elapsed() if steps_here else state.train_seconds
         return FitResult(
             model=model,
@@ -358,6 +348,35 @@ class Trainer:
             samples_per_second=state.samples_seen / train_seconds if train_seconds > 0 else 0.0,
             valid_metrics=valid_metrics,
         )
+
+    # ------------------------------------------------------------------ hooks (the sharded trainer overrides)
+    forward_is_collective = False
+    """True when a forward pass needs every rank (sharded tables): nothing may then run the model on one rank."""
+
+    def _wrap(self, module: TrainingModule) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """``module`` on the device, the module the loop calls (DDP under torchrun) and the optimiser."""
+        module.to(self.device)
+        optimizer = build_optimizer(module, self.config)
+        if not self.ctx.enabled:
+            return module, optimizer
+        wrapped = DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.find_unused_parameters,
+        )
+        return wrapped, optimizer
+
+    def _save_best(self, model: MultiTaskModel) -> dict[str, torch.Tensor] | None:
+        """Keep the best weights (returned, and saved with ``last.pt``) and write ``model.pt`` (rank 0)."""
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.ctx.is_main and self.run_dir is not None:
+            io.save_torch(best_state, self.run_dir / MODEL_FILE)
+        return best_state
+
+    def _restore_best(self, model: MultiTaskModel, best_state: dict[str, torch.Tensor] | None) -> None:
+        """Put the best weights back into ``model`` at the end of :meth:`fit`."""
+        if best_state is not None:
+            model.load_state_dict(best_state)
 
     def _local_train(self, train_full: TrainSplit) -> tuple[TrainSplit, int]:
         """This rank's training shard and per-rank batch size.
