@@ -43,12 +43,12 @@ def register(app: typer.Typer) -> None:
         spec = load_suite(suite)
         if quick:
             spec = spec.quick_version()
+        keep: list[str] | None = None
         if models:
             keep = [m.strip() for m in models.split(",") if m.strip()]
             unknown = sorted(set(keep) - {e.name for e in spec.entries})
             if unknown:
                 raise ConfigError(f"--models: unknown variant(s) {unknown}; suite has {[e.name for e in spec.entries]}")
-            spec.entries = [e for e in spec.entries if e.name in keep]
         n_seeds = seeds if seeds is not None else (int(spec.quick.get("seeds", 1)) if quick else 5)
         target = out or Path("benchmarks") / "results" / (spec.name + ("-quick" if quick else ""))
         failures: list[str] = []
@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
             args += (["--jobs", str(jobs)] if jobs != 1 else []) + (["--threads", str(threads)] if threads != 1 else [])
             args += ["--models", models] if models else []
             command = "msmtrec benchmark " + " ".join(shlex.quote(a) for a in args)
-            summary = run_suite(spec, target, n_seeds, jobs=jobs, threads=threads, progress=progress, command=command)
+            summary = run_suite(spec, target, n_seeds, jobs=jobs, threads=threads, progress=progress, command=command,
+                                only=keep)
             failures = summary.failures
         try:
             written = write_reports(target)

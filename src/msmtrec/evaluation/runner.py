@@ -296,6 +296,35 @@ def check_resume(out: Path, record: dict[str, Any]) -> None:
             raise ConfigError(f"{out}: variant {name!r} changed since its results were written; use another --out")
 
 
+def merged_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` plus the entries of an earlier ``suite.json`` in ``out`` that it does not list.
+
+    Why: a folder can be filled by several commands (``--models`` subsets, an edited suite that dropped a
+    row); the reports take their model list and kinds from ``suite.json``, so overwriting it with the last
+    command's entries hid every other model's results.
+    """
+    path = out / "suite.json"
+    if not path.exists():
+        return record
+    old = json.loads(path.read_text()).get("entries", {})
+    entries = dict(record["entries"])
+    for name, entry in old.items():
+        entries.setdefault(name, entry)
+    return {**record, "entries": entries}
+
+
+def merged_machine(out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with ``commands``: every distinct command that wrote into ``out``, oldest first."""
+    commands: list[str] = []
+    path = out / "machine.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        commands = list(old.get("commands") or ([old["command"]] if old.get("command") else []))
+    if info.get("command") and info["command"] not in commands:
+        commands.append(info["command"])
+    return {**info, "commands": commands}
+
+
 def machine_info(threads: int, jobs: int) -> dict[str, Any]:
     """Where the numbers come from, written beside them (timings mean nothing without it)."""
     from msmtrec.evaluation.peer import rechub_version
@@ -330,8 +359,13 @@ def run_suite(
     threads: int = 1,
     progress: bool = True,
     command: str = "",
+    only: Iterable[str] | None = None,
 ) -> RunSummary:
-    """Execute every pending run of ``suite`` into ``out``; a failed run is noted and the others go on."""
+    """Execute every pending run of ``suite`` into ``out``; a failed run is noted and the others go on.
+
+    ``only`` restricts the runs to those variant names; ``suite.json`` still records every entry of the
+    suite (and keeps those of earlier commands), so the reports show everything the folder holds.
+    """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if jobs < 1 or threads < 1:
@@ -339,15 +373,19 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     record = suite_record(suite)
     check_resume(out, record)
-    (out / "suite.json").write_text(json.dumps(record, indent=1, default=str))
+    (out / "suite.json").write_text(json.dumps(merged_record(out, record), indent=1, default=str))
     info = machine_info(threads, jobs)
     info["command"] = command
     info["seeds"] = seeds
-    (out / "machine.json").write_text(json.dumps(info, indent=1))
+    (out / "machine.json").write_text(json.dumps(merged_machine(out, info), indent=1))
 
     results = out / "results.csv"
     runs, notes = plan_runs(suite, range(seeds), threads)
+    if only is not None:
+        keep = set(only)
+        runs = [r for r in runs if r.entry.name in keep]
     finished = done_runs(results)
+    notes = merged_notes(out, notes, finished)
     pending: list[RunSpec] = []
     for r in runs:
         if r.key in finished:
@@ -416,6 +454,15 @@ def run_suite(
         finally:
             bar.close()
     return RunSummary(results, len(pending) - len(failures), failures)
+
+
+def merged_notes(out: Path, notes: list[str], finished: set[tuple[str, str, int]]) -> list[str]:
+    """Earlier notes of ``out`` (minus failures of runs that have since finished) followed by new ones."""
+    path = out / "notes.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {f"{d}/{m}/seed{s} failed" for d, m, s in finished}
+    kept = [n for n in old if not any(n.startswith(k) for k in done)]
+    return kept + [n for n in notes if n not in kept]
 
 
 @dataclass

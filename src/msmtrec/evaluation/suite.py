@@ -6,7 +6,7 @@ A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
     datasets:                       # spec names or paths; overrides are dotted spec keys (like --set)
       - {name: hillstrom}
       - {name: synthetic, overrides: {files.path: synthetic/*.parquet}}
-    train: {batch_size: 1024, max_epochs: 10, patience: 2, lr: 0.001}   # TrainConfig, the same for all
+    train: {batch_size: 1024, max_epochs: 50, patience: 3, lr: 0.001}   # TrainConfig, the same for all
     budget: {embed_dim: 16, dropout: 0.1}                                # forced on every model
     models:                         # our models; `name` is the variant name, `model` the registry name
       - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
@@ -39,6 +39,7 @@ from msmtrec.models.base import model_class, registered_models
 SUITE_PACKAGE = "msmtrec.evaluation"
 PEER_LIBRARIES = ("torch_rechub",)
 KINDS = ("model", "ablation", "peer")
+SUITE_MONITOR = "weighted_auc"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ def load_suite(suite: str | Path) -> Suite:
         raise ConfigError(f"{where}: dataset names must be unique, got {labels}")
 
     train = dict(raw.get("train") or {})
+    # Suites select epochs on positives-weighted validation AUC unless they say otherwise (see TrainConfig.monitor).
+    train.setdefault("monitor", SUITE_MONITOR)
     from msmtrec.training.config import TrainConfig
 
     build_config(TrainConfig, train, where=f"{where}: train")

@@ -415,7 +415,7 @@ class Trainer:
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
         row["valid/monitor"] = score if math.isfinite(score) else None
-        for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
+        for key in ("mean_auc", "weighted_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
             keys = ("auc", "gauc", "logloss") if task.type == "binary" else ("rmse", "mae")
