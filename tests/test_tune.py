@@ -113,3 +113,47 @@ def test_a_changed_target_refuses_to_resume(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="different 'train'"):
         tune(other, 1, tmp_path)
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["model_name"] == "single_task"
+
+
+# ------------------------------------------------------------------------------------ tuned benchmark
+
+
+def test_tuned_suite_gives_ablations_and_peers_the_tuned_config(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No training: each study 'finds' a distinct config; the suite's entries must be rebuilt from it."""
+    from msmtrec.evaluation import tune as tune_mod
+
+    calls: list[str] = []
+
+    def fake_tune(target, trials, out, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append(target.variant)
+        model_config = {**target.base_config, "dropout": 0.2, "embed_dim": 8}
+        return tune_mod.TuneResult(out, 0.7, {"model.dropout": 0.2}, model_config,
+                                   {**target.train, "lr": 0.003}, trials, trials)
+
+    monkeypatch.setattr(tune_mod, "tune", fake_tune)
+    suite = load_suite("hillstrom")
+    tuned = tune_mod.tuned_suite(suite, tmp_path, 4, only=["hef-no-star", "rechub-ple", "single_task"])
+    assert sorted(calls) == ["hef", "ple", "single_task"]  # each study once, for the rows asked for
+    by = {e.name: e for e in tuned.entries}
+    assert by["hef-no-star"].config["star"] is False and by["hef-no-star"].config["embed_dim"] == 8
+    assert by["hef-no-star"].train == {"lr": 0.003}
+    assert by["rechub-ple"].config["embed_dim"] == 8 and by["rechub-ple"].train == {"lr": 0.003}
+    assert by["mmoe"].config == suite.entry("mmoe").config  # not asked for: untouched
+    record = __import__("json").loads((tmp_path / "tuned.json").read_text())
+    assert record["trials_per_model"] == 4 and set(record["models"]) == {"hef", "ple", "single_task"}
+
+
+@needs_data
+def test_quick_tuned_benchmark_end_to_end(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "bench"
+    main(["benchmark", "hillstrom", "--quick", "--tuned", "--trials", "2", "--models", "mmoe", "--out", str(out),
+          "--no-progress"])
+    tuned = json.loads((out / "tuned.json").read_text())
+    assert tuned["trials_per_model"] == 2 and tuned["models"]["mmoe"]["trials"] == 2
+    entry = json.loads((out / "suite.json").read_text())["entries"]["mmoe"]
+    best = yaml.safe_load((out / "tune" / "mmoe" / "best.yaml").read_text())
+    assert entry["config"]["embed_dim"] == best["model"]["embed_dim"]  # the seeds ran the tuned config
+    assert "Tuned mode" in (out / "summary.md").read_text()

@@ -45,6 +45,8 @@ class Results:
     machine: dict[str, Any]
     notes: list[str]
     train: dict[str, Any] = field(default_factory=dict)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    """``tuned.json`` of a tuned benchmark (trials per model, each study's best validation score and params)."""
     """The suite's ``train:`` section (max_epochs and patience tell a capped run from an early-stopped one)."""
 
     @property
@@ -84,7 +86,9 @@ def load_results(out: Path) -> Results:
     kinds.update({m: e["kind"] for m, e in entries.items()})
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}
     notes = json.loads((out / "notes.json").read_text()) if (out / "notes.json").exists() else []
-    return Results(frame.reset_index(drop=True), order, kinds, entries, machine, notes, dict(suite.get("train") or {}))
+    tuned = json.loads((out / "tuned.json").read_text()) if (out / "tuned.json").exists() else {}
+    return Results(frame.reset_index(drop=True), order, kinds, entries, machine, notes, dict(suite.get("train") or {}),
+                   tuned)
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -170,6 +174,12 @@ def header(res: Results, title: str, dataset: str | None = None) -> list[str]:
         f"cores, torch {m.get('torch', '?')}, {m.get('threads_per_run', '?')} thread(s) per run, "
         f"{m.get('parallel_runs', '?')} run(s) at a time; torch-rechub {m.get('torch_rechub', '?')}."
     )
+    if res.tuned:
+        lines.append(
+            f"Tuned mode: each model's config was chosen by {res.tuned.get('trials_per_model', '?')} Optuna trials "
+            "on seed 0's validation split (test never read; `tuned.json` and `tune/`); ablations use their "
+            "model's tuned config with the switch applied, torch-rechub rows the tuned sizes of the model they mirror."
+        )
     lines.append("")
     return lines
 

@@ -232,7 +232,7 @@ def plan_runs(suite: Suite, seeds: Iterable[int], threads: int) -> tuple[list[Ru
         for seed in seeds:
             for e in entries:
                 explain = e.kind == "model" and e.model == EXPLAIN_MODEL
-                runs.append(RunSpec(ds, e, seed, dict(suite.train), threads, explain))
+                runs.append(RunSpec(ds, e, seed, {**suite.train, **e.train}, threads, explain))
     return runs, notes
 
 

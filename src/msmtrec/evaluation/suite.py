@@ -75,6 +75,9 @@ class ModelEntry:
     """For peers: the variant name of our entry whose sizes the peer copies."""
     options: dict[str, Any] = field(default_factory=dict)
     """For peers: adapter options (``scenario_feature``)."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig overrides of this entry on top of the suite's ``train:`` (set only by the tuned mode, whose
+    learning rate and weight decay are per model)."""
 
 
 @dataclass

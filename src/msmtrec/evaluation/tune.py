@@ -429,3 +429,75 @@ def _short(v: Any) -> str:
     if isinstance(v, list):
         return "-".join(map(str, v))
     return str(v)
+
+
+# ------------------------------------------------------------------------------------ the tuned benchmark
+
+
+def tuned_suite(
+    suite: Suite, out: Path, trials: int, only: list[str] | None = None, threads: int = 1,
+    log: Any = None,
+) -> Suite:
+    """The suite with every needed model entry replaced by its tuned config (``trials`` trials each, seed 0's
+    validation split), ready for :func:`~msmtrec.evaluation.runner.run_suite` to run its seeds.
+
+    Every model gets the same number of trials. Ablations take the tuned config of the model they ablate,
+    with their switch applied on top (the variant differs from the tuned model by that switch only); peers
+    copy the tuned sizes and learning rate of the entry they mirror (``like``). Studies live in
+    ``out/tune/VARIANT`` and resume; ``out/tuned.json`` records what each study chose.
+    """
+    if len(suite.datasets) != 1:
+        raise ConfigError(f"{suite.origin}: the tuned mode tunes per dataset; split the suite into one per dataset")
+    by_name = {e.name: e for e in suite.entries}
+    wanted = list(only) if only else [e.name for e in suite.entries]
+    need: set[str] = set()
+    for name in wanted:
+        need.add(_tuned_source(suite, by_name[name]))
+    results: dict[str, TuneResult] = {}
+    for e in suite.entries:
+        if e.name not in need:
+            continue
+        if log:
+            log(f"tuning {e.name} ({trials} trials)")
+        target = resolve_target(suite, e.name)
+        results[e.name] = tune(target, trials, out / "tune" / e.name, seed=0, threads=threads,
+                               command=f"tuned benchmark of {suite.name}")
+    entries = []
+    for e in suite.entries:
+        src = results.get(_tuned_source(suite, e))
+        if src is None:
+            entries.append(e)
+            continue
+        train = {k: v for k, v in src.train.items() if suite.train.get(k) != v}
+        if e.kind == "model":
+            entries.append(dataclasses.replace(e, config=src.model_config, train=train))
+        elif e.kind == "ablation":
+            switch = {k: v for k, v in e.config.items() if k not in suite.budget}
+            entries.append(dataclasses.replace(e, config={**src.model_config, **switch}, train=train))
+        else:
+            from msmtrec.evaluation.suite import config_dict_of
+
+            like = dataclasses.replace(by_name[e.like], config=src.model_config)
+            entries.append(dataclasses.replace(e, config=config_dict_of(like), train=train))
+    record = {
+        name: {"trials": r.trials, "best_valid": r.best_value, "params": r.best_params,
+               "study": str((out / "tune" / name).relative_to(out))}
+        for name, r in results.items()
+    }
+    path = out / "tuned.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, "trials_per_model": trials, "models": {**old.get("models", {}), **record}},
+                               indent=1, default=str))
+    return dataclasses.replace(suite, entries=entries)
+
+
+def _tuned_source(suite: Suite, entry: Any) -> str:
+    """The model entry whose study configures ``entry``: itself, the model it ablates, or the one it mirrors."""
+    if entry.kind == "model":
+        return entry.name
+    if entry.kind == "peer":
+        return entry.like
+    for e in suite.entries:
+        if e.kind == "model" and e.model == entry.model:
+            return e.name
+    raise ConfigError(f"{suite.origin}: ablation {entry.name!r} has no model entry of {entry.model!r} to tune")
