@@ -7,7 +7,9 @@ Layout of ``results.csv`` (long format: one value per row, so adding a metric ne
 * ``model`` is the variant name (``hef``, ``hef-no-attention``, ``rechub-mmoe``), ``kind`` is ``model``,
   ``ablation`` or ``peer``, ``base_model`` the registry name it builds (for a peer: the model it mirrors);
 * test-split cells: ``scenario`` is a scenario name or ``all`` (every scenario pooled), ``task`` a task
-  name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``;
+  name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``,
+  ``pred_mean`` / ``label_mean`` (calibration: mean predicted probability against the observed rate) and
+  ``auc_ci_low`` / ``auc_ci_high`` (95 % DeLong interval of that run's AUC);
 * run-level values have ``scenario = task = "all"`` and ``metric`` among :data:`RUN_METRICS` (parameters,
   FLOPs, training seconds and samples/s as the trainer measures them, inference rows/s, epochs).
 
@@ -40,10 +42,13 @@ from tqdm.auto import tqdm
 
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
+from msmtrec.evaluation.stats import cell_auc_cis
 from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
-CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives")
+CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives", "pred_mean", "label_mean")
+CI_METRICS = ("auc_ci_low", "auc_ci_high")
+"""95 % DeLong interval of each binary cell's test AUC (one run; the seed spread is separate)."""
 RUN_METRICS = (
     "params",
     "flops_per_sample",
@@ -105,6 +110,7 @@ def execute(spec: RunSpec) -> RunOutput:
     from msmtrec.evaluation import peer
     from msmtrec.models.base import build_model
     from msmtrec.training import TrainConfig, Trainer
+    from msmtrec.training.metrics import compute_metrics
     from msmtrec.training.trainer import seed_everything
 
     torch.set_num_threads(spec.threads)
@@ -120,7 +126,9 @@ def execute(spec: RunSpec) -> RunOutput:
         model = build_model(entry.model, schema, entry.config)
     trainer = Trainer(TrainConfig(**{**spec.train, "progress": False, "device": "cpu"}), seed=spec.seed)
     fit = trainer.fit(model, splits)
-    metrics = trainer.evaluate(model, splits["test"])
+    preds = trainer.predict(model, splits["test"])
+    metrics = compute_metrics(schema, preds)
+    cis = cell_auc_cis(schema, preds, ALL)
     infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)
 
     base = (spec.dataset.label, entry.name, entry.kind, entry.model, spec.seed)
@@ -133,6 +141,8 @@ def execute(spec: RunSpec) -> RunOutput:
                 v = cell.get(m)
                 if v is not None and not (isinstance(v, float) and math.isnan(v)):
                     rows.append((*base, scen, task, m, float(v)))
+            if (scen, task) in cis:
+                rows += [(*base, scen, task, m, v) for m, v in zip(CI_METRICS, cis[(scen, task)], strict=True)]
     run_values = {
         "params": model.num_parameters(),
         "flops_per_sample": model.flops_per_sample(),
