@@ -28,7 +28,7 @@ from msmtrec.evaluation.runner import ALL, RESULT_COLUMNS
 from msmtrec.report import format_table
 
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "rmse": False, "mae": False}
-METRIC_TITLES = {"auc": "AUC", "logloss": "LogLoss", "rmse": "RMSE"}
+METRIC_TITLES = {"auc": "AUC", "gauc": "GAUC", "logloss": "LogLoss", "rmse": "RMSE"}
 REFERENCE = "single_task"
 FLAGSHIP = "hef"
 
@@ -190,21 +190,95 @@ def summary_md(res: Results) -> str:
         "Test split, mean ± std over seeds; `avg` is the mean over the per-scenario cells (the `all` columns "
         "pool every scenario and are not part of `avg`). Best mean per column in **bold** (highest AUC, lowest "
         "LogLoss / RMSE). Ablations are in `ablation.md`; rows prefixed `rechub-` are torch-rechub's "
-        "implementations, trained on binary tasks only.",
+        "implementations, trained on binary tasks only. `–` marks a cell a model has no value for.",
         "",
     ]
     for ds in res.datasets:
         df = res.of(ds)
         models = res.models(ds, ("model", "peer"))
-        lines += [f"## {ds}", ""]
-        for metric in ("auc", "logloss", "rmse"):
+        lines += [f"## {ds}", "", "### Cells (test split)", "", cells_table(df), ""]
+        for metric in ("auc", "gauc", "logloss", "rmse"):
             table = metric_table(df, models, metric)
             if table:
                 lines += [f"### {METRIC_TITLES[metric]}", "", table, ""]
+        ci = ci_table(df, models)
+        if ci:
+            lines += ["### AUC with 95 % confidence intervals", "",
+                      "Mean test AUC over seeds and, in brackets, the 95 % DeLong interval of one run's AUC "
+                      "(its bounds averaged over seeds): the sampling uncertainty of the test cell itself, "
+                      "separate from the seed-to-seed spread above.", "", ci, ""]
+        cal = calibration_table(df, models)
+        if cal:
+            lines += ["### Calibration (predicted / observed positive rate)", "",
+                      "Mean predicted probability divided by the observed rate per cell, mean over seeds: 1 is "
+                      "calibrated, > 1 over-predicts. `mean abs(r−1)` summarises the scenario cells.", "", cal, ""]
         lines += ["### Targets", "", *target_checks(res, ds), ""]
     if res.notes:
         lines += ["## Notes", "", *(f"* {n}" for n in res.notes), ""]
     return "\n".join(lines)
+
+
+def cells_table(df: pd.DataFrame) -> str:
+    """Rows and positives of every test cell (the same data for every model: taken from the first run)."""
+    sub = df[df["metric"].isin(["rows", "positives"]) & (df["task"] != ALL)]
+    if sub.empty:
+        return "No cell sizes recorded."
+    first = sub[(sub["model"] == sub["model"].iloc[0]) & (sub["seed"] == sub["seed"].iloc[0])]
+    rows = []
+    for (scen, task), g in first.groupby(["scenario", "task"], sort=False):
+        vals = dict(zip(g["metric"], g["value"], strict=True))
+        pos = vals.get("positives")
+        rows.append([scen, task, int(vals.get("rows", 0)), int(pos) if pos is not None else "–"])
+    rows.sort(key=lambda r: (r[0] == ALL, r[0], r[1]))
+    return format_table(["scenario", "task", "rows", "positives"], rows, markdown=True)
+
+
+def ci_table(df: pd.DataFrame, models: list[str]) -> str | None:
+    """Models × binary cells: ``mean [low, high]`` (DeLong bounds averaged over seeds)."""
+    auc = cell_values(df[df["model"].isin(models)], "auc", scenarios=False)
+    lo = cell_values(df[df["model"].isin(models)], "auc_ci_low", scenarios=False)
+    hi = cell_values(df[df["model"].isin(models)], "auc_ci_high", scenarios=False)
+    if auc.empty or lo.empty or hi.empty:
+        return None
+    g = lambda v: v.groupby(level="model", sort=False).mean()  # noqa: E731
+    mu, l_, h = g(auc), g(lo), g(hi)
+    cols = [c for c in auc.columns if c[0] != ALL] + [c for c in auc.columns if c[0] == ALL]
+    rows = []
+    for m in [m for m in models if m in mu.index]:
+        row: list[object] = [m]
+        for c in cols:
+            a = mu.at[m, c] if c in mu.columns else math.nan
+            if math.isnan(a):
+                row.append("–")
+                continue
+            lo_v = l_.at[m, c] if c in l_.columns else math.nan
+            hi_v = h.at[m, c] if c in h.columns else math.nan
+            row.append(f"{a:.4f} [{lo_v:.3f}, {hi_v:.3f}]" if not math.isnan(lo_v) else f"{a:.4f}")
+        rows.append(row)
+    return format_table(["model", *(_col_label(c) for c in cols)], rows, markdown=True)
+
+
+def calibration_table(df: pd.DataFrame, models: list[str]) -> str | None:
+    """Models × binary cells: predicted / observed positive rate, mean over seeds."""
+    sub = df[df["model"].isin(models)]
+    pred = cell_values(sub, "pred_mean", scenarios=False)
+    obs = cell_values(sub, "label_mean", scenarios=False)
+    auc_cells = set(cell_values(sub, "auc", scenarios=False).columns)
+    if pred.empty or obs.empty:
+        return None
+    cols = [c for c in pred.columns if c in auc_cells or any(c[1] == t for _, t in auc_cells)]
+    cols = [c for c in cols if c in obs.columns and c[1] in {t for _, t in auc_cells}]
+    if not cols:
+        return None
+    ratio = (pred[cols] / obs[cols].where(obs[cols] > 0)).groupby(level="model", sort=False).mean()
+    cols = [c for c in cols if c[0] != ALL] + [c for c in cols if c[0] == ALL]
+    rows = []
+    for m in [m for m in models if m in ratio.index]:
+        r = ratio.loc[m]
+        scen = [r[c] for c in cols if c[0] != ALL and not math.isnan(r[c])]
+        summary = f"{np.mean(np.abs(np.asarray(scen) - 1)):.3f}" if scen else "–"
+        rows.append([m, *("–" if math.isnan(r[c]) else f"{r[c]:.3f}" for c in cols), summary])
+    return format_table(["model", *(_col_label(c) for c in cols), "mean abs(r−1)"], rows, markdown=True)
 
 
 def target_checks(res: Results, ds: str) -> list[str]:
@@ -216,12 +290,19 @@ def target_checks(res: Results, ds: str) -> list[str]:
         return ["* HEF did not run on this dataset."]
     mean, std, _ = summarise(values)
     out = []
-    avg = mean[("avg", "")].dropna().sort_values(ascending=False)
+    avg_all = mean[("avg", "")].dropna().sort_values(ascending=False)
+    ours = [m for m in avg_all.index if res.kinds.get(m) == "model"]
+    avg = avg_all[ours]
     rank = list(avg.index).index(FLAGSHIP) + 1
     out.append(
-        f"* Best average AUC: **{avg.index[0]}** ({avg.iloc[0]:.4f}); HEF ranks {rank} of {len(avg)} "
-        f"({avg[FLAGSHIP]:.4f}) — target {'met' if rank == 1 else 'not met'}."
+        f"* Best average AUC among our models: **{avg.index[0]}** ({avg.iloc[0]:.4f}); HEF ranks {rank} of "
+        f"{len(avg)} ({avg[FLAGSHIP]:.4f}) — target {'met' if rank == 1 else 'not met'}."
     )
+    if len(avg_all) > len(avg):
+        rank_all = list(avg_all.index).index(FLAGSHIP) + 1
+        out.append(f"* With the torch-rechub rows: best **{avg_all.index[0]}** ({avg_all.iloc[0]:.4f}); HEF ranks "
+                   f"{rank_all} of {len(avg_all)}.")
+    out.append(paired_line(values, avg, len(res.seeds(ds))))
     baselines = [m for m in mean.index if m != FLAGSHIP]
     cells = [c for c in values.columns if c[0] not in ("avg", ALL)]
     behind = []
@@ -251,6 +332,27 @@ def target_checks(res: Results, ds: str) -> list[str]:
             verdict = "met" if h <= p + 1e-12 else "not met"
         out.append(f"* Std of average AUC over seeds: HEF {h:.4f}, PLE {p:.4f} — target (HEF ≤ PLE) {verdict}.")
     return out
+
+
+def paired_line(values: pd.DataFrame, avg: pd.Series, n_seeds: int) -> str:
+    """HEF against the best other of our models (by mean average AUC), paired by seed."""
+    from msmtrec.evaluation.stats import paired_test
+
+    others = [m for m in avg.index if m != FLAGSHIP]
+    if not others:
+        return "* No baseline to compare HEF with."
+    best = others[0]
+    a = values.xs(FLAGSHIP, level="model")[("avg", "")]
+    b = values.xs(best, level="model")[("avg", "")]
+    seeds = a.index.intersection(b.index)
+    r = paired_test(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy())
+    if r["n"] < 2:
+        return (f"* Paired test of HEF against the best baseline ({best}): needs at least two common seeds "
+                f"(have {r['n']}); Δ avg AUC {r['mean_diff']:+.4f}.")
+    verdict = "significant at 5 %" if r["t_p"] < 0.05 else "not significant at 5 %"
+    return (f"* Paired test over {r['n']} seeds, HEF − best baseline ({best}): Δ avg AUC {r['mean_diff']:+.4f}, "
+            f"paired t-test p = {r['t_p']:.3g} ({verdict}), exact sign-flip p = {r['sign_flip_p']:.3g} "
+            f"(smallest possible with {r['n']} seeds: {2 / 2 ** r['n']:.3g}).")
 
 
 # ------------------------------------------------------------------------------------------- seesaw
