@@ -134,3 +134,27 @@ def test_report_only_rebuilds_from_every_result_present(tmp_path: Path, monkeypa
     main(["benchmark", str(suite), "--report-only", "--out", str(out)])
     assert _summary_models(out) == {"single_task", "mmoe", "ple"}
     assert load_results(out).models("hillstrom", ("model",)) == ["ple", "single_task", "mmoe"]
+
+
+def test_models_all_takes_every_registered_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from msmtrec.models import base
+
+    path = tmp_path / "s.yaml"
+    path.write_text("datasets: [hillstrom]\nbudget: {embed_dim: 8}\nmodels: all\n")
+    suite = load_suite(path)
+    assert [e.name for e in suite.entries] == base.registered_models()
+    assert all(e.config["embed_dim"] == 8 for e in suite.entries)
+    # explicit entries keep their config; a model registered later joins without editing the suite
+    path.write_text("datasets: [hillstrom]\nmodels: [{name: mmoe, config: {num_experts: 2}}, all]\n")
+
+    @base.register("bench_test_model")
+    class Extra(base.MultiTaskModel):  # noqa: F841 - registered by the decorator
+        pass
+
+    try:
+        suite = load_suite(path)
+        assert suite.entry("mmoe").config["num_experts"] == 2
+        assert "bench_test_model" in {e.name for e in suite.entries}
+        assert len([e for e in suite.entries if e.model == "mmoe"]) == 1
+    finally:
+        base._REGISTRY.pop("bench_test_model")

@@ -10,6 +10,7 @@ A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
     budget: {embed_dim: 16, dropout: 0.1}                                # forced on every model
     models:                         # our models; `name` is the variant name, `model` the registry name
       - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
+      - all                         # every other registered model, default sizes (or `models: all`)
     ablations:                      # variants of one model with a switch turned off
       - {name: hef-no-attention, model: hef, switch: attention=off, config: {attention: false}}
     peers:                          # other libraries' implementations of one of our model entries
@@ -40,6 +41,9 @@ SUITE_PACKAGE = "msmtrec.evaluation"
 PEER_LIBRARIES = ("torch_rechub",)
 KINDS = ("model", "ablation", "peer")
 SUITE_MONITOR = "weighted_auc"
+ALL_MODELS = "all"
+"""``models: all`` (or ``all`` as an item of the list): every registered model, explicit entries keeping their
+configs."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,18 @@ def load_suite(suite: str | Path) -> Suite:
         raise ConfigError(f"{where}: budget may set only {sorted(allowed_budget)}, got {sorted(budget)}")
 
     entries: list[ModelEntry] = []
-    for i, item in enumerate(_list(raw, "models", where)):
-        entries.append(_model_entry(item, "model", budget, f"{where}: models[{i}]"))
+    model_items = raw.get("models")
+    model_items = [ALL_MODELS] if model_items == ALL_MODELS else _list(raw, "models", where)
+    for i, item in enumerate(model_items):
+        if item != ALL_MODELS:
+            entries.append(_model_entry(item, "model", budget, f"{where}: models[{i}]"))
+    if ALL_MODELS in model_items:
+        # Every registered model not listed explicitly joins with its default sizes (plus the budget), so a new
+        # model appears in the benchmark without editing the suite.
+        listed = {e.model for e in entries}
+        for name in registered_models():
+            if name not in listed:
+                entries.append(_model_entry(name, "model", budget, f"{where}: models (all: {name})"))
     for i, item in enumerate(_list(raw, "ablations", where)):
         entries.append(_model_entry(item, "ablation", budget, f"{where}: ablations[{i}]"))
     ours = {e.name: e for e in entries}
