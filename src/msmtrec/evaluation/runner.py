@@ -281,7 +281,8 @@ def suite_record(suite: Suite) -> dict[str, Any]:
         "origin": suite.origin,
         "train": suite.train,
         "budget": suite.budget,
-        "datasets": [dataclasses.asdict(d) for d in suite.datasets],
+        # ``alias`` only when set, so folders written before it existed still resume
+        "datasets": [{k: v for k, v in dataclasses.asdict(d).items() if k != "alias" or v} for d in suite.datasets],
         "entries": {e.name: dataclasses.asdict(e) for e in suite.entries},
     }
 

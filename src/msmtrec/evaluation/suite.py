@@ -53,10 +53,14 @@ class DatasetEntry:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     sample: int | None = None
+    alias: str | None = None
+    """``label:`` in the suite: the table name of a spec read with overrides (census_kdd by class_of_worker)."""
 
     @property
     def label(self) -> str:
-        """Short name used in file names and tables (the spec file's stem for a path)."""
+        """Short name used in file names and tables (the spec file's stem for a path, unless ``label:``)."""
+        if self.alias:
+            return self.alias
         return Path(self.name).stem if self.name.endswith((".yaml", ".yml")) else self.name
 
 
@@ -223,14 +227,15 @@ def _dataset(item: Any, where: str) -> DatasetEntry:
         return DatasetEntry(item)
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"{where}: expected a spec name or {{name: ..., overrides: {{...}}}}")
-    bad = sorted(set(item) - {"name", "overrides", "sample"})
+    bad = sorted(set(item) - {"name", "overrides", "sample", "label"})
     if bad:
         raise ConfigError(f"{where}: unknown key(s) {bad}")
     overrides = item.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: overrides must be a mapping of dotted spec keys to values")
     sample = item.get("sample")
-    return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None)
+    alias = str(item["label"]) if item.get("label") else None
+    return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None, alias)
 
 
 def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> ModelEntry:
