@@ -158,3 +158,33 @@ def test_models_all_takes_every_registered_model(tmp_path: Path, monkeypatch: py
         assert len([e for e in suite.entries if e.model == "mmoe"]) == 1
     finally:
         base._REGISTRY.pop("bench_test_model")
+
+
+# ------------------------------------------------------------------------------------------------ new suites
+
+
+def test_new_suites_load() -> None:
+    from msmtrec.evaluation import shipped_suites
+
+    assert {"census_kdd_worker", "synthetic_drift"} <= set(shipped_suites())
+    worker = load_suite("census_kdd_worker")
+    ds = worker.datasets[0]
+    assert ds.label == "census_kdd_worker" and ds.overrides["scenario.column"] == "class_of_worker"
+    assert "sex" in ds.overrides["features.sparse"] and "class_of_worker" not in ds.overrides["features.sparse"]
+    drift = load_suite("synthetic_drift").datasets[0]
+    assert drift.overrides["split.method"] == "time" and drift.label == "synthetic_drift"
+
+
+@pytest.mark.slow
+def test_drift_suite_quick_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated drifting logs, time split, the suite's quick models; the smallest scenarios get their table."""
+    from msmtrec.data.synth import SynthConfig, synthesize
+
+    synthesize(SynthConfig(rows=20_000, scenarios=6, imbalance=10.0, users=3000, items=1000, drift=2.0,
+                           click_rate=(0.15, 0.35), purchase_rate=(0.3, 0.5), row_group_rows=2048),
+               tmp_path / "root" / "synthetic_drift")
+    monkeypatch.setenv("MSMTREC_DATA", str(tmp_path / "root"))
+    out = tmp_path / "out"
+    main(["benchmark", "synthetic_drift", "--quick", "--out", str(out), "--no-progress"])
+    summary = (out / "summary.md").read_text()
+    assert "## synthetic_drift" in summary and "### Smallest scenarios" in summary

@@ -201,6 +201,9 @@ def summary_md(res: Results) -> str:
             table = metric_table(df, models, metric)
             if table:
                 lines += [f"### {METRIC_TITLES[metric]}", "", table, ""]
+        small = smallest_scenarios_table(df, models)
+        if small:
+            lines += ["### Smallest scenarios", "", small, ""]
         ci = ci_table(df, models)
         if ci:
             lines += ["### AUC with 95 % confidence intervals", "",
@@ -231,6 +234,36 @@ def cells_table(df: pd.DataFrame) -> str:
         rows.append([scen, task, int(vals.get("rows", 0)), int(pos) if pos is not None else "–"])
     rows.sort(key=lambda r: (r[0] == ALL, r[0], r[1]))
     return format_table(["scenario", "task", "rows", "positives"], rows, markdown=True)
+
+
+def smallest_scenarios_table(df: pd.DataFrame, models: list[str], k: int = 2) -> str | None:
+    """Test AUC of the ``k`` smallest scenarios (by test rows), reported apart so an average over big
+    scenarios cannot hide how a model does where data is scarce (the claim multi-scenario models make)."""
+    sizes = df[(df["metric"] == "rows") & (df["scenario"] != ALL) & (df["task"] != ALL)]
+    scen = sizes.groupby("scenario")["value"].max().sort_values()
+    if len(scen) < 3:
+        return None
+    small = list(scen.index[:k])
+    values = cell_values(df[df["model"].isin(models)], "auc")
+    cols = [c for c in values.columns if c[0] in small]
+    if not cols:
+        return None
+    values = values[cols]
+    values[("avg", "")] = values.mean(axis=1, skipna=False)
+    mean, std, _ = summarise(values)
+    best = mean.max()
+    rows = []
+    for m in [m for m in models if m in mean.index]:
+        cells = []
+        for c in values.columns:
+            text = fmt_pm(mean.at[m, c], std.at[m, c])
+            if not math.isnan(mean.at[m, c]) and np.isclose(mean.at[m, c], best[c], rtol=0, atol=5e-5):
+                text = f"**{text}**"
+            cells.append(text)
+        rows.append([m, *cells])
+    intro = ", ".join(f"{s} ({int(scen[s]):,} test rows)" for s in small)
+    table = format_table(["model", *(_col_label(c) for c in values.columns)], rows, markdown=True)
+    return f"The {k} smallest scenarios of the test split: {intro}. Test AUC, mean ± std over seeds.\n\n{table}"
 
 
 def ci_table(df: pd.DataFrame, models: list[str]) -> str | None:
