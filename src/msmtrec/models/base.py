@@ -81,6 +81,9 @@ class MultiTaskModel(nn.Module):
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    scenarios_interact: ClassVar[bool] = False
+    """True when a row's output depends on the *set* of scenarios (e.g. attention over every scenario's
+    expert), so adding a scenario at warm start shifts known scenarios' outputs a little until retrained."""
 
     @classmethod
     def search_space(cls) -> dict[str, Param]:

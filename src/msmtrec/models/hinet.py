@@ -54,6 +54,7 @@ class HiNetConfig(ModelConfig):
 @register("hinet")
 class HiNet(MultiTaskModel):
     Config = HiNetConfig
+    scenarios_interact = True  # the SAN attends over every scenario's expert
 
     @classmethod
     def search_space(cls) -> dict[str, Param]:
