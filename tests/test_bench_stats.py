@@ -59,10 +59,11 @@ def _results(tmp_path):  # noqa: ANN001, ANN202
         for seed in range(3):
             base = ["d", model, kind.get(model, "model"), model.removeprefix("rechub-"), seed]
             for s in ("s0", "s1", "all"):
-                v = a + 0.001 * seed
+                v = a + 0.001 * seed + (0.02 if s == "s1" else 0.0)
                 rows += [base + [s, "click", "auc", v], base + [s, "click", "auc_ci_low", v - 0.02],
                          base + [s, "click", "auc_ci_high", v + 0.02], base + [s, "click", "rows", 1000],
-                         base + [s, "click", "positives", 100], base + [s, "click", "logloss", 0.3],
+                         base + [s, "click", "positives", 300 if s == "s1" else 100],
+                         base + [s, "click", "logloss", 0.3],
                          base + [s, "click", "label_mean", 0.1],
                          base + [s, "click", "pred_mean", 0.2 if model == "hef" else 0.1]]
             rows += [base + ["all", "all", m, 1.0] for m in ("params", "samples_per_second", "train_seconds",
@@ -80,6 +81,10 @@ def test_summary_reports_cells_cis_calibration_ranks_and_paired_test(tmp_path) -
     text = summary_md(load_results(_results(tmp_path)))
     assert "### Cells (test split)" in text and "| s0       | click | 1,000 |       100 |" in text
     assert "| hef         | 0.7310 [0.711, 0.751]" in text  # seed mean with its DeLong bounds
+    # s1 (0.02 higher) holds 3/4 of the positives: weighted 0.7310 + 0.015, unweighted + 0.01
+    hef_auc = next(line for line in text.split("### AUC\n")[1].splitlines() if line.startswith("| hef"))
+    assert hef_auc.rstrip(" |").endswith("0.7460 ± 0.0010") and "0.7410 ± 0.0010" in hef_auc
+    assert "On the positives-weighted average AUC" in text
     hef_cal = next(line for line in text.splitlines() if line.startswith("| hef") and "2.000" in line)
     assert hef_cal.rstrip(" |").endswith("1.000")  # mean abs(r-1) over the scenario cells
     assert "HEF ranks 1 of 3" in text and "HEF ranks 2 of 4" in text  # ours, then with the torch-rechub rows

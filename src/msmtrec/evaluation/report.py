@@ -30,6 +30,9 @@ from msmtrec.report import format_table
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "rmse": False, "mae": False}
 METRIC_TITLES = {"auc": "AUC", "gauc": "GAUC", "logloss": "LogLoss", "rmse": "RMSE"}
 REFERENCE = "single_task"
+WAVG = "pos-weighted avg"
+"""Column of the mean over scenario cells weighted by their test positives (the report's view of the suites'
+``weighted_auc`` monitor): cells of a dozen positives, whose AUC is mostly noise, count for little."""
 FLAGSHIP = "hef"
 
 
@@ -113,7 +116,22 @@ def table_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     overall = cell_values(df[df["scenario"] == ALL], metric, scenarios=False)
     avg = per_scen.mean(axis=1, skipna=False).rename(("avg", ""))
     parts = [per_scen] + ([overall] if not overall.empty else []) + [avg]
+    weights = cell_weights(df, per_scen.columns) if metric in ("auc", "gauc") else None
+    if weights is not None:
+        wavg = (per_scen * weights).sum(axis=1, min_count=1) / weights[per_scen.notna().all(axis=0)].sum()
+        parts.append(wavg.where(per_scen.notna().all(axis=1)).rename((WAVG, "")))
     return pd.concat(parts, axis=1)
+
+
+def cell_weights(df: pd.DataFrame, cols: pd.Index) -> pd.Series | None:
+    """Test positives of each (scenario, task) cell (the same for every model; from the first run)."""
+    pos = df[(df["metric"] == "positives") & (df["scenario"] != ALL)]
+    if pos.empty:
+        return None
+    first = pos[(pos["model"] == pos["model"].iloc[0]) & (pos["seed"] == pos["seed"].iloc[0])]
+    w = first.set_index(["scenario", "task"])["value"]
+    w = pd.Series([float(w.get(c, np.nan)) for c in cols], index=cols)
+    return None if w.isna().any() or w.sum() <= 0 else w
 
 
 def summarise(values: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -132,7 +150,7 @@ def fmt_pm(mean: float, std: float, digits: int = 4) -> str:
 
 def _col_label(col: tuple[str, str]) -> str:
     scen, task = col
-    return "avg" if scen == "avg" else f"{scen} / {task}"
+    return scen if scen in ("avg", WAVG) else f"{scen} / {task}"
 
 
 def metric_table(df: pd.DataFrame, models: list[str], metric: str) -> str | None:
@@ -335,9 +353,16 @@ def target_checks(res: Results, ds: str) -> list[str]:
         rank_all = list(avg_all.index).index(FLAGSHIP) + 1
         out.append(f"* With the torch-rechub rows: best **{avg_all.index[0]}** ({avg_all.iloc[0]:.4f}); HEF ranks "
                    f"{rank_all} of {len(avg_all)}.")
+    if (WAVG, "") in mean.columns:
+        w = mean[(WAVG, "")].dropna()
+        w = w[[m for m in w.index if res.kinds.get(m) == "model"]].sort_values(ascending=False)
+        if FLAGSHIP in w.index:
+            out.append(f"* On the positives-weighted average AUC (cells weighted by test positives): best "
+                       f"**{w.index[0]}** ({w.iloc[0]:.4f}); HEF ranks {list(w.index).index(FLAGSHIP) + 1} of {len(w)} "
+                       f"({w[FLAGSHIP]:.4f}).")
     out.append(paired_line(values, avg, len(res.seeds(ds))))
     baselines = [m for m in mean.index if m != FLAGSHIP]
-    cells = [c for c in values.columns if c[0] not in ("avg", ALL)]
+    cells = [c for c in values.columns if c[0] not in ("avg", WAVG, ALL)]
     behind = []
     for c in cells:
         col = mean.loc[baselines, c].dropna()
