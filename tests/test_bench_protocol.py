@@ -119,6 +119,31 @@ def test_models_subset_keeps_every_model_in_the_reports(tmp_path: Path, monkeypa
     assert "then" in (out / "summary.md").read_text()  # both commands named in the header
 
 
+def test_pieces_may_change_entries_that_have_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The tuned mode fills a folder model by model: an entry recorded earlier but never run may change;
+    one with finished runs may not."""
+    from msmtrec.evaluation import runner
+
+    monkeypatch.setattr(runner, "execute", _fake_execute)
+    out = tmp_path / "out"
+    body = "datasets: [hillstrom]\nmodels: [single_task, {{name: mmoe, config: {{num_experts: {m}}}}}, " \
+           "{{name: ple, config: {{shared_experts: {p}}}}}]\n"
+    suite = tmp_path / "suite.yaml"
+    base = ["benchmark", str(suite), "--seeds", "1", "--out", str(out), "--no-progress"]
+    suite.write_text(body.format(m=2, p=1))
+    main([*base, "--models", "mmoe"])
+    suite.write_text(body.format(m=2, p=3))  # ple never ran: its config may change
+    main([*base, "--models", "ple"])
+    recorded = json.loads((out / "suite.json").read_text())
+    assert recorded["entries"]["ple"]["config"]["shared_experts"] == 3
+    assert "single_task" not in recorded["entries"] and recorded["order"] == ["single_task", "mmoe", "ple"]
+    suite.write_text(body.format(m=4, p=3))  # mmoe has results: refused
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--models", "mmoe"])
+    assert exit_info.value.code == 2 and "'mmoe' changed" in capsys.readouterr().err
+
+
 def test_report_only_rebuilds_from_every_result_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder whose suite.json lost entries (written by an older msmtrec) still reports every model."""
     from msmtrec.evaluation import runner
@@ -130,6 +155,7 @@ def test_report_only_rebuilds_from_every_result_present(tmp_path: Path, monkeypa
     main(["benchmark", str(suite), "--seeds", "1", "--out", str(out), "--no-progress"])
     record = json.loads((out / "suite.json").read_text())
     record["entries"] = {"ple": record["entries"]["ple"]}  # what the old subset run left behind
+    del record["order"]
     (out / "suite.json").write_text(json.dumps(record))
     main(["benchmark", str(suite), "--report-only", "--out", str(out)])
     assert _summary_models(out) == {"single_task", "mmoe", "ple"}

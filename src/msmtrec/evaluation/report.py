@@ -84,7 +84,8 @@ def load_results(out: Path) -> Results:
     entries = suite.get("entries", {})
     # Every model with results is reported: suite order first, then any the suite.json does not list (a folder
     # written by an older msmtrec, or by several suites), with their kind taken from results.csv.
-    order = list(entries) + [m for m in pd.unique(frame["model"]) if m not in entries]
+    known = list(suite.get("order") or []) + [m for m in entries if m not in (suite.get("order") or [])]
+    order = known + [m for m in pd.unique(frame["model"]) if m not in known]
     kinds = dict(zip(frame["model"], frame["kind"], strict=True))
     kinds.update({m: e["kind"] for m, e in entries.items()})
     machine = json.loads((out / "machine.json").read_text()) if (out / "machine.json").exists() else {}

@@ -287,8 +287,13 @@ def suite_record(suite: Suite) -> dict[str, Any]:
     }
 
 
-def check_resume(out: Path, record: dict[str, Any]) -> None:
-    """Refuse to mix results produced under a different budget into one results folder."""
+def check_resume(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> None:
+    """Refuse to mix results produced under a different budget into one results folder.
+
+    The schedule, budget and data must match; a variant's config must match only where that variant already
+    has finished runs in the folder (``names``: the variants about to run, default all) — an entry recorded
+    by an earlier command but never run may change (the tuned mode fills a folder model by model).
+    """
     path = out / "suite.json"
     if not path.exists():
         return
@@ -299,29 +304,33 @@ def check_resume(out: Path, record: dict[str, Any]) -> None:
                 f"{out} holds results of a run with a different {key!r} (quick vs full, or an edited suite); "
                 "use another --out or delete that folder"
             )
+    ran = {m for _, m, _ in done_runs(out / "results.csv")}
+    wanted = set(record["entries"]) if names is None else set(names)
     for name, entry in record["entries"].items():
         prev = old.get("entries", {}).get(name)
-        if prev is not None and json.dumps(prev, sort_keys=True, default=str) != json.dumps(
-            entry, sort_keys=True, default=str
-        ):
+        if name not in wanted or name not in ran or prev is None:
+            continue
+        if json.dumps(prev, sort_keys=True, default=str) != json.dumps(entry, sort_keys=True, default=str):
             raise ConfigError(f"{out}: variant {name!r} changed since its results were written; use another --out")
 
 
-def merged_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` plus the entries of an earlier ``suite.json`` in ``out`` that it does not list.
+def merged_record(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
+    """What ``suite.json`` should hold after this command: the earlier record's entries, updated with the
+    entries about to run (``names``, default all), and ``order``, every variant name in suite order.
 
-    Why: a folder can be filled by several commands (``--models`` subsets, an edited suite that dropped a
-    row); the reports take their model list and kinds from ``suite.json``, so overwriting it with the last
-    command's entries hid every other model's results.
+    Why: a folder can be filled by several commands (``--models`` subsets, the tuned mode model by model);
+    the reports take their model list and kinds from ``suite.json``, so overwriting it with the last
+    command's entries hid every other model's results, and recording entries that did not run would
+    publish configs nobody trained.
     """
     path = out / "suite.json"
-    if not path.exists():
-        return record
-    old = json.loads(path.read_text()).get("entries", {})
-    entries = dict(record["entries"])
-    for name, entry in old.items():
-        entries.setdefault(name, entry)
-    return {**record, "entries": entries}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    wanted = set(record["entries"]) if names is None else set(names)
+    entries = dict(old.get("entries", {}))
+    entries.update({n: e for n, e in record["entries"].items() if n in wanted})
+    earlier = old.get("order") or list(old.get("entries", {}))
+    order = list(record["entries"]) + [n for n in earlier if n not in record["entries"]]
+    return {**record, "entries": entries, "order": order}
 
 
 def merged_machine(out: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -383,8 +392,9 @@ def run_suite(
         raise ConfigError("--jobs and --threads must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     record = suite_record(suite)
-    check_resume(out, record)
-    (out / "suite.json").write_text(json.dumps(merged_record(out, record), indent=1, default=str))
+    names = list(only) if only is not None else None
+    check_resume(out, record, names)
+    (out / "suite.json").write_text(json.dumps(merged_record(out, record, names), indent=1, default=str))
     info = machine_info(threads, jobs)
     info["command"] = command
     info["seeds"] = seeds
@@ -392,9 +402,8 @@ def run_suite(
 
     results = out / "results.csv"
     runs, notes = plan_runs(suite, range(seeds), threads)
-    if only is not None:
-        keep = set(only)
-        runs = [r for r in runs if r.entry.name in keep]
+    if names is not None:
+        runs = [r for r in runs if r.entry.name in set(names)]
     finished = done_runs(results)
     notes = merged_notes(out, notes, finished)
     pending: list[RunSpec] = []
