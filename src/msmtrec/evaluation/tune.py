@@ -82,7 +82,9 @@ class TuneTarget:
         """What must not change when a study resumes (else the trials are not comparable)."""
         space = {k: dataclasses.asdict(p) for k, p in self.space().items()}
         return json.loads(json.dumps({
-            "dataset": dataclasses.asdict(self.dataset), "model": self.model, "variant": self.variant,
+            # ``alias`` only when set, so studies started before it existed still resume
+            "dataset": {k: v for k, v in dataclasses.asdict(self.dataset).items() if k != "alias" or v},
+            "model": self.model, "variant": self.variant,
             "base_config": self.base_config, "train": self.train, "space": space,
         }, default=str))
 
