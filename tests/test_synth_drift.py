@@ -62,3 +62,32 @@ def test_drift_zero_writes_what_the_stationary_simulator_wrote(tmp_path: Path) -
         t[["scenario", "click", "purchase"]].to_numpy().astype(np.int64).tobytes()
     ).hexdigest()
     assert digest == STATIONARY_DIGEST
+
+
+# sha256 of the scenario, click and purchase columns that the bench branch (before drift_scenarios existed)
+# wrote for _config(drift=3.0): drift_scenarios=None must keep drifting every scenario exactly as before
+ALL_DRIFT_DIGEST = "b120fefa93e64e81e115ecb1509751e16f4e97b76a9f5d325b4583c4951c8e0e"
+
+
+def _digest(t) -> str:  # noqa: ANN001
+    return hashlib.sha256(t[["scenario", "click", "purchase"]].to_numpy().astype(np.int64).tobytes()).hexdigest()
+
+
+def test_drift_scenarios_none_drifts_every_scenario_as_before(tmp_path: Path) -> None:
+    synthesize(_config(drift=3.0), tmp_path)
+    t = _table(tmp_path)
+    assert _digest(t) == ALL_DRIFT_DIGEST
+    assert (t["day"] == (t["ts"] - 1_700_000_000) // 86400).all() and t["day"].min() == 0 and t["day"].max() == 29
+    truth = json.loads((tmp_path / GROUND_TRUTH).read_text())
+    assert truth["drifting_scenarios"] == [s["name"] for s in truth["scenarios"]]
+
+
+def test_drift_scenarios_confine_the_drift(tmp_path: Path) -> None:
+    synthesize(_config(drift=3.0, drift_scenarios=[2]), tmp_path)
+    truth = json.loads((tmp_path / GROUND_TRUTH).read_text())
+    assert truth["drifting_scenarios"] == ["product_detail"]
+    assert [s["drifts"] for s in truth["scenarios"]] == [False, False, True, False]
+    assert [any(s["drift_direction"]) for s in truth["scenarios"]] == [False, False, True, False]
+    assert truth["config"]["drift_scenarios"] == [2]
+    with pytest.raises(DataError, match="drift scenario"):
+        _config(drift=1.0, drift_scenarios=[4]).check()

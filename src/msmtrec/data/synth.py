@@ -34,12 +34,17 @@ Generating process (all draws come from ``numpy.random.default_rng`` seeded by `
    click hits ``purchase_rate``.
 
 5. **Drift over time** (``drift > 0``, off by default). Rows are in time order (``ts`` grows with the row
-   index over 30 days). At time ``t`` in [0, 1] the scenario shares become ``p_s(t) ∝ p_s·exp(drift·(t−½)·m_s)``
+   index over 30 days; ``day`` = whole days since the first row's day, 0–29, for specs and ``monitor --by``).
+   At time ``t`` in [0, 1] the scenario shares become ``p_s(t) ∝ p_s·exp(drift·(t−½)·m_s)``
    with ``m_s`` going linearly from −1 (the largest scenario, which shrinks) to +1 (the smallest, which grows),
    and each scenario's click and purchase weights move as ``w_s(t) = w_s + drift·t·δ_s`` with a fixed
    ``δ_s ~ N(0, 0.5²)`` per factor (drawn from its own generator, so the stationary world is unchanged).
    A time split (train early, test late) then measures robustness to a changing mix and changing
    preferences; ``ground_truth.json`` records ``δ_s`` and the realised rows per scenario.
+   ``drift_scenarios`` confines the drift to some scenarios (None: all): the others keep ``w_s`` and
+   ``m_s = 0`` (their shares move only through the renormalisation), so a monitor can be checked against
+   which scenarios really changed (``ground_truth.json``: ``drifting_scenarios`` and per scenario ``drifts``).
+   Only affinities and the mix move; the feature distributions of a scenario's rows do not.
 
 Memory is bounded by the world (``O(users + items)``) and one row group: rows are generated a row group at
 a time and appended to the current shard with :class:`pyarrow.parquet.ParquetWriter`. Row group ``g`` uses
@@ -98,6 +103,8 @@ class SynthConfig:
     compression: str = "zstd"
     drift: float = 0.0
     """Strength of the change of scenario mix and affinities over time (0: stationary; see step 5)."""
+    drift_scenarios: list[int] | None = None
+    """Scenarios the drift applies to (None: every scenario); the others stay stationary."""
 
     def check(self) -> None:
         if self.rows < 1 or self.users < 1 or self.items < 1 or self.scenarios < 1:
@@ -113,6 +120,9 @@ class SynthConfig:
             raise DataError(f"synth: conflict scenario(s) {bad} outside 0..{self.scenarios - 1}")
         if self.drift < 0:
             raise DataError(f"synth: drift must be >= 0, got {self.drift}")
+        bad = [s for s in self.drift_scenarios or [] if not 0 <= s < self.scenarios]
+        if bad:
+            raise DataError(f"synth: drift scenario(s) {bad} outside 0..{self.scenarios - 1}")
         for name in ("click_rate", "purchase_rate"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi < 1:
@@ -144,6 +154,8 @@ class Scenario:
     """Correlation of the click and purchase affinity terms over the row distribution (< 0: conflict)."""
     drift_direction: list[float] = field(default_factory=list)
     """``δ_s``: how the scenario's click and purchase weights move per unit of ``drift·t`` (empty: no drift)."""
+    drifts: bool = False
+    """Whether this scenario's affinities (and share) move over time."""
 
 
 @dataclass
@@ -319,6 +331,7 @@ def build_world(config: SynthConfig) -> World:
     )
     if config.drift > 0:
         world.drift_w = (0.5 * np.random.default_rng([config.seed, 4]).standard_normal((ns, k))).astype(np.float32)
+        world.drift_w[~drift_mask(config)] = 0.0
     # calibrate the biases on a Monte-Carlo sample of the row distribution (at t = 0 when the world drifts)
     cal = np.random.default_rng([config.seed, 2])
     n_cal = 40_000
@@ -349,6 +362,7 @@ def build_world(config: SynthConfig) -> World:
                 purchase_weights=[round(float(x), 4) for x in purchase_w[s]],
                 click_purchase_affinity_corr=float(np.corrcoef(a_click, a_buy)[0, 1]),
                 drift_direction=[round(float(x), 4) for x in world.drift_w[s]] if world.drift_w is not None else [],
+                drifts=bool(config.drift > 0 and drift_mask(config)[s]),
             )
         )
     return world
@@ -385,9 +399,23 @@ def _affinities(
 # ------------------------------------------------------------------------------------------------- rows
 
 
-def drifted_shares(shares: np.ndarray, drift: float, t: float) -> np.ndarray:
-    """Scenario shares at time ``t`` in [0, 1]: the largest shrinks and the smallest grows as ``t`` rises."""
+def drift_mask(config: SynthConfig) -> np.ndarray:
+    """``[S]`` bool: the scenarios the drift applies to (``drift_scenarios``; None means every one)."""
+    mask = np.ones(config.scenarios, bool)
+    if config.drift_scenarios is not None:
+        mask[:] = False
+        mask[list(config.drift_scenarios)] = True
+    return mask
+
+
+def drifted_shares(shares: np.ndarray, drift: float, t: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Scenario shares at time ``t`` in [0, 1]: the largest shrinks and the smallest grows as ``t`` rises.
+
+    ``mask`` (optional) limits the tilt to some scenarios; the others keep ``m_s = 0``.
+    """
     m = np.linspace(-1.0, 1.0, len(shares)) if len(shares) > 1 else np.zeros(1)
+    if mask is not None:
+        m = np.where(mask, m, 0.0)
     p = shares * np.exp(drift * (t - 0.5) * m)
     return p / p.sum()
 
@@ -402,7 +430,8 @@ def plan_row_groups(config: SynthConfig, counts: np.ndarray) -> np.ndarray:
         shares = scenario_shares(config.scenarios, config.imbalance)
         sizes = [min(config.row_group_rows, config.rows - g * config.row_group_rows) for g in range(n_groups)]
         return np.stack([
-            exact_counts(n, drifted_shares(shares, config.drift, (g + 0.5) / n_groups)) if n >= config.scenarios
+            exact_counts(n, drifted_shares(shares, config.drift, (g + 0.5) / n_groups, drift_mask(config)))
+            if n >= config.scenarios
             else np.bincount(np.arange(n) % config.scenarios, minlength=config.scenarios)
             for g, n in enumerate(sizes)
         ]).astype(np.int64)
@@ -450,6 +479,7 @@ def generate_row_group(world: World, group: int, scenario_counts: np.ndarray, fi
     return {
         "impression_id": first_row + np.arange(n, dtype=np.int64),
         "ts": ts,
+        "day": ((ts - 1_700_000_000) // 86400).astype(np.int16),
         "scenario": scen,
         "user_id": users.astype(np.int64),
         "item_id": items.astype(np.int64),
@@ -573,6 +603,7 @@ def ground_truth(world: World, sums: dict[str, np.ndarray], files: list[str]) ->
         "click_rate": float(sums["click"].sum() / rows.sum()),
         "purchase_rate": float(sums["purchase"].sum() / rows.sum()),
         "conflict_scenarios": [s.name for s in world.scenarios if s.conflict],
+        "drifting_scenarios": [s.name for s in world.scenarios if s.drifts],
         "scenario_column": "scenario",
         "process": (
             "click ~ Bern(sigmoid(click_bias + (u*click_weights).(R_s v) + user_bias + item_bias + price_effect*price"
