@@ -60,3 +60,15 @@ def test_monitor_flags_the_drifting_scenario_only(tmp_path: Path) -> None:
     assert not flagged & {names[s] for s in STATIONARY}, result.alerts
     # no feature drift was injected: PSI stays below the alert threshold in every scenario
     assert not [a for a in result.alerts if a.startswith("drift")], result.alerts
+
+
+def test_relative_glob_of_new_rows_is_read_from_the_working_directory(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """``--data 'logs/*.parquet'`` means files under the current directory, as a single relative file does;
+    it used to be resolved against the data root (and fail with "no file matches")."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.parquet").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    spec = monitoring.new_data_spec(load_spec("synthetic"), "logs/*.parquet", "day")
+    assert spec.files.path == str(tmp_path.resolve() / "logs" / "*.parquet")
+    assert monitoring.new_data_spec(load_spec("synthetic"), "logs/a.parquet").files.path == str(
+        tmp_path.resolve() / "logs" / "a.parquet")
