@@ -194,6 +194,7 @@ def tables(args: argparse.Namespace, daily_rows: pd.DataFrame, truth: dict[str, 
             part = d[d["task"] == task]
             piv = part.pivot_table(index="scenario", columns=["week", "arm"], values=metric, aggfunc="mean")
             piv = piv.reindex(names)
+            piv = piv[sorted(piv.columns, key=lambda c: (int(c[0].split()[1].split("-")[0]), c[1]))]
             lines.append(f"**{metric} of {task}** (mean over the days of the week; arms: frozen = week-1 model, "
                          "scratch, warm)")
             lines.append("")
@@ -213,6 +214,25 @@ def tables(args: argparse.Namespace, daily_rows: pd.DataFrame, truth: dict[str, 
     for arm in ("scratch", "warm"):
         w = walls[walls["arm"] == arm]["train_seconds"]
         lines.append(f"| {arm} | {len(w)} | {w.sum():.0f} | {w.median():.1f} | {w.min():.1f} | {w.max():.1f} |")
+    lines.append("")
+    cells = pd.read_csv(args.out / "monitor-week1" / "cells.csv")
+    cells = cells[cells["type"] == "binary"]
+    lines.append("**week-1 model, `msmtrec monitor --by week`: calibration (predicted / observed) by window** "
+                 "(week 0 = days 0-6, the training week; weeks 1-3 = days 7-27)")
+    lines.append("")
+    windows = list(dict.fromkeys(cells["window"]))
+    lines.append("| scenario | task | " + " | ".join(windows) + " | positives (last window) |")
+    lines.append("|---" * (len(windows) + 3) + "|")
+    for s in [*names, "(all)"]:
+        for task in TASKS:
+            c = cells[(cells["scenario"] == s) & (cells["task"] == task)].set_index("window").reindex(windows)
+            mark = " (drifts)" if s in drifting else ""
+            lines.append(f"| {s}{mark} | {task} | " + " | ".join(f"{v:.3f}" for v in c["calibration"])
+                         + f" | {int(c['positives'].iloc[-1])} |")
+    lines.append("")
+    fields = pd.read_csv(args.out / "monitor-week1" / "fields.csv")
+    lines.append(f"largest PSI of any field in any window × scenario: {fields['psi'].max():.3f} "
+                 f"({fields.loc[fields['psi'].idxmax(), 'scenario']}, {fields.loc[fields['psi'].idxmax(), 'window']})")
     lines.append("")
     flagged = {}
     for a in alerts:
