@@ -205,6 +205,20 @@ def tables(args: argparse.Namespace, daily_rows: pd.DataFrame, truth: dict[str, 
                 mark = " (drifts)" if s in drifting else ""
                 lines.append(f"| {s}{mark} | " + " | ".join("n/a" if pd.isna(v) else f"{v:.3f}" for v in row) + " |")
             lines.append("")
+    shown = [n for n in names if n in drifting] + [n for n in names if n not in drifting][:1]
+    for task in TASKS:
+        lines.append(f"**{task} by day** (AUC / calibration; scratch vs warm; the drifting scenarios and the "
+                     "largest stationary one)")
+        lines.append("")
+        lines.append("| day | " + " | ".join(f"{n} {m} {a}" for n in shown for m in ("AUC", "cal")
+                                             for a in ("scratch", "warm")) + " |")
+        lines.append("|---" * (4 * len(shown) + 1) + "|")
+        part = d[d["task"] == task].set_index(["day", "scenario", "arm"])
+        for day in sorted(d["day"].unique()):
+            vals = [part.loc[(day, n, a), m] for n in shown for m in ("auc", "calibration")
+                    for a in ("scratch", "warm")]
+            lines.append(f"| {day} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+        lines.append("")
     walls = d.drop_duplicates(["day", "arm"])[["day", "arm", "train_seconds"]]
     walls = walls[walls["day"] > 7]
     lines.append("**training wall time per day** (s; scratch trains on every day so far, warm on one day)")
