@@ -22,7 +22,7 @@ from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs, output_dims, task_output
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -46,6 +46,15 @@ class PEPNet(MultiTaskModel):
     """EPNet on: per-field embedding scales (the ``epnet`` model keeps only this half)."""
     personalise_parameters: ClassVar[bool] = True
     """PPNet on: per-task hidden-unit scales (the ``ppnet`` model keeps only this half)."""
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.tower_dims": Param.choice((64, 32), (128, 64), (256, 128)),
+            "model.gate_hidden": Param.choice(16, 32, 64),
+        }
 
     def __init__(self, schema: Schema, config: PEPNetConfig) -> None:
         super().__init__(schema, config)

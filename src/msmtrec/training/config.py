@@ -14,7 +14,7 @@ from msmtrec.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw")
 LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad", "dwa")
 SCENARIO_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
-MONITORS = ("auto", "mean_auc", "mean_gauc", "mean_logloss", "mean_rmse")
+MONITORS = ("auto", "mean_auc", "weighted_auc", "mean_gauc", "mean_logloss", "mean_rmse")
 DEVICES = ("auto", "cpu", "cuda")
 EMBEDDINGS = ("plain", "torchrec")
 EMBEDDING_OPTIMIZERS = ("auto", "adam", "adagrad", "rowwise_adagrad", "sgd")
@@ -39,7 +39,9 @@ class TrainConfig:
     """Smallest change of the monitored value that counts as an improvement."""
     monitor: str = "auto"
     """Validation value to select the best epoch: ``auto`` (mean AUC over scenario × binary-task cells,
-    or mean RMSE when no task is binary), ``mean_auc``, ``mean_gauc``, ``mean_logloss``, ``mean_rmse``."""
+    or mean RMSE when no task is binary), ``mean_auc``, ``weighted_auc`` (the same cells weighted by their
+    validation positives, so small cells cannot pick the epoch; the benchmark suites' default),
+    ``mean_gauc``, ``mean_logloss``, ``mean_rmse``."""
     optimizer: str = "adam"
     """``adam`` (weight decay is a classic coupled L2 penalty) or ``adamw`` (decoupled weight decay)."""
     lr: float = 1e-3

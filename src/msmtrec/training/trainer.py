@@ -24,6 +24,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -194,11 +195,18 @@ class Trainer:
         return compute_metrics(model.schema, self.predict(model, dataset), model.output_mapping)
 
     # ------------------------------------------------------------------ training
-    def fit(self, model: MultiTaskModel, splits: dict[str, TrainSplit], resume: bool = False) -> FitResult:
+    def fit(
+        self,
+        model: MultiTaskModel,
+        splits: dict[str, TrainSplit],
+        resume: bool = False,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> FitResult:
         """Train ``model`` in place on ``splits["train"]``, early-stop on ``splits["valid"]``.
 
         With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
-        exact step it describes.
+        exact step it describes. ``on_epoch(epoch, monitor_score)`` is called after each validation pass
+        (the tuner reports to its pruner there); an exception it raises ends training and propagates.
         """
         cfg, ctx = self.config, self.ctx
         for name in ("train", "valid"):
@@ -334,6 +342,8 @@ class Trainer:
             checkpoint()
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
+            if on_epoch is not None:
+                on_epoch(epoch, score)
 
         tracker.close()
         self._restore_best(model, best_state)
@@ -473,7 +483,7 @@ class Trainer:
         if loss.weighting in ("gradnorm", "dwa"):
             row.update({f"balance/{n}": float(v) for n, v in zip(names, loss.balance.cpu(), strict=True)})
         row["valid/monitor"] = score if math.isfinite(score) else None
-        for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
+        for key in ("mean_auc", "weighted_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
             keys = kind_of(task).history_keys
