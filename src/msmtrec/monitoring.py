@@ -214,7 +214,7 @@ def monitor(
             progress(f"window {label}: {len(part):,} rows")
         batch, report = pre.transform(part, with_labels=True)
         preds = predict_split(model, TensorDataset(batch), batch_size)
-        cell_rows += _cell_rows(label, schema, compute_metrics(schema, preds))
+        cell_rows += _cell_rows(label, schema, compute_metrics(schema, preds, model.output_mapping))
         field_rows += _field_rows(label, schema, batch, report.oov, bins)
     cells, fields = pd.DataFrame(cell_rows), pd.DataFrame(field_rows)
     return MonitorResult(cells, fields, alerts(cells, fields, rules))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from msmtrec.config import parse_set_options
@@ -37,6 +36,10 @@ def inspect(
 
 def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     """The text ``data inspect`` prints (also used by tests)."""
+    import numpy as np  # here, so `msmtrec --help` imports neither numpy nor torch
+
+    from msmtrec.tasks import kind_of
+
     schema = p.schema
     scen_names = list(schema.scenarios)
     out = [f"dataset {p.name}: {sum(p.report['rows'].values()):,} rows from {len(p.report['files'])} file(s)"]
@@ -53,14 +56,14 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     # label rate / mean per task per scenario (all splits, original units)
     labels = np.concatenate([p.raw_labels[k] for k in ("train", "valid", "test")])
     scen = np.concatenate([p.splits[k].tensors["scenario"].numpy() for k in ("train", "valid", "test")])
-    headers = ["scenario"] + [f"{t.name} {'rate %' if t.type == 'binary' else 'mean'}" for t in schema.tasks]
+    headers = ["scenario"] + [f"{t.name} {'rate %' if kind_of(t).probability else 'mean'}" for t in schema.tasks]
     rows = []
     for s_idx, s in enumerate([*scen_names, "all"]):
         mask = scen == s_idx if s != "all" else np.ones(len(scen), bool)
         vals = []
         for j, t in enumerate(schema.tasks):
             m = float(labels[mask, j].mean()) if mask.any() else None
-            vals.append(None if m is None else (100 * m if t.type == "binary" else m))
+            vals.append(None if m is None else (100 * m if kind_of(t).probability else m))
         rows.append([s, *vals])
     out += ["", "Label rate (binary, %) or mean (regression, original units) per scenario", format_table(headers, rows)]
     if any(p.report["funnel_violations"].values()):
@@ -142,16 +145,17 @@ def bench(
 
 
 def _register_optional() -> None:
-    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
+    """Commands that live in their own modules (``data synth``, ``data stream-bench``, ``data sample``) join."""
     import importlib
 
-    try:
-        mod = importlib.import_module("msmtrec.cli.data_synth")
-    except ModuleNotFoundError as e:
-        if e.name != "msmtrec.cli.data_synth":
-            raise
-        return
-    mod.register(app)
+    for name in ("msmtrec.cli.data_synth", "msmtrec.cli.data_sample"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        mod.register(app)
 
 
 _register_optional()

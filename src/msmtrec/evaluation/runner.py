@@ -44,6 +44,7 @@ from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
 from msmtrec.evaluation.stats import cell_auc_cis
 from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
+from msmtrec.tasks import kind_of
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
 CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives", "pred_mean", "label_mean")
@@ -124,10 +125,12 @@ def execute(spec: RunSpec) -> RunOutput:
         model = peer.build_peer(schema, entry.model, entry.config, entry.options)
     else:
         model = build_model(entry.model, schema, entry.config)
-    trainer = Trainer(TrainConfig(**{**spec.train, "progress": False, "device": "cpu"}), seed=spec.seed)
+    quiet = {"progress": False, "log_epochs": False, "device": "cpu", "num_threads": spec.threads}
+    train_cfg = TrainConfig(**{**spec.train, **quiet})
+    trainer = Trainer(train_cfg, seed=spec.seed)
     fit = trainer.fit(model, splits)
     preds = trainer.predict(model, splits["test"])
-    metrics = compute_metrics(schema, preds)
+    metrics = compute_metrics(schema, preds, getattr(model, "output_mapping", None))
     cis = cell_auc_cis(schema, preds, ALL)
     infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)
 
@@ -251,7 +254,7 @@ def peer_applicable(spec: RunSpec) -> str | None:
     if spec.entry.kind != "peer" or spec.entry.model != "esmm":
         return None
     schema = prepared(spec.dataset).schema
-    binary = [t for t in schema.tasks if t.type == "binary"]
+    binary = [t for t in schema.tasks if kind_of(t).probability]
     if len(binary) != 2 or not any(t.inside for t in binary):
         return (f"{spec.entry.name} skipped on {spec.dataset.label}: rechub's ESMM needs a two-task click → "
                 f"conversion funnel, and the binary tasks are {[t.name for t in binary]}.")

@@ -11,6 +11,8 @@ arguments and calls these functions. A run directory holds:
 ``model.pt``           best-validation weights: a plain state dict (``torch.load(weights_only=True)``).
 ``last.pt``            resumable training state (see :mod:`msmtrec.training.trainer`).
 ``history.csv``        one row per epoch: train loss per task, validation metrics, monitored value.
+``output_mapping.json`` post-hoc output parameters fitted on the validation split (regression bias
+                       correction, calibrators, sampling offsets; see :mod:`msmtrec.tasks.mapping`).
 ``metrics.json``       test-split metrics (schema in :mod:`msmtrec.training.metrics`).
 
 Data specs: a shipped dataset name (``hillstrom``), a spec YAML path, a directory written by
@@ -37,6 +39,7 @@ from msmtrec.data.planted import planted_batch
 from msmtrec.data.schema import Schema, Task, synthetic_schema
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel, build_model, config_dict, model_class
+from msmtrec.tasks import OutputMapping
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, init_distributed, shutdown_distributed
@@ -323,6 +326,9 @@ def train(
         ctx.barrier()
         trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
+        model.output_mapping = fit_output_mapping(trainer, model, loaded.splits["valid"])
+        if ctx.is_main:
+            model.output_mapping.save(out)
         test = trainer.evaluate(model, loaded.splits["test"])
         metrics = {
             "split": "test",
@@ -347,6 +353,19 @@ def train(
         return metrics
     finally:
         shutdown_distributed()
+
+
+def fit_output_mapping(trainer: Trainer, model: MultiTaskModel, valid: TensorDataset) -> OutputMapping:
+    """Fit the run's output mapping on the validation split (bias correction, calibrators); never on test.
+
+    The sampling offsets the trainer set (down-sampled negatives, weighted positives) are kept as the base
+    the calibrators are fitted on top of.
+    """
+    preds = trainer.predict(model, valid)
+    return OutputMapping.fit(
+        model.schema, preds.outputs, preds.labels, preds.scenario, trainer.config.calibration,
+        base=model.output_mapping.params,
+    )
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -407,7 +426,7 @@ def evaluate(
         "dataset": name,
         "seed": cfg.get("seed"),
         "params": model.num_parameters(),
-        **compute_metrics(model.schema, preds),
+        **compute_metrics(model.schema, preds, model.output_mapping),
     }
     return metrics
 
