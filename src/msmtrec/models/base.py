@@ -225,3 +225,22 @@ def config_dict(model: MultiTaskModel) -> dict[str, Any]:
 def _import_zoo() -> None:
     # Importing the package registers every model module it lists.
     import msmtrec.models  # noqa: F401
+
+
+def caches_regularizer() -> bool:
+    """Whether a forward pass should cache a regulariser for :meth:`MultiTaskModel.regularization_loss`.
+
+    Only when gradients are on (training): scoring under no_grad never reads it, and while tracing or
+    exporting the cache is not part of the served graph and would leak a traced tensor into the module.
+    """
+    return torch.is_grad_enabled() and not capturing_graph()
+
+
+def capturing_graph() -> bool:
+    """True while TorchScript or torch.export/dynamo capture the model: shapes must not depend on data."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
