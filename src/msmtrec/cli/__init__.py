@@ -29,8 +29,8 @@ _COMMAND_MODULES = [
     "msmtrec.cli.train",
     "msmtrec.cli.serve",
     "msmtrec.cli.bench",
-    "msmtrec.cli.plot",
     "msmtrec.cli.tune",
+    "msmtrec.cli.plot",
     "msmtrec.cli.monitor",
 ]
 

@@ -130,7 +130,7 @@ def execute(spec: RunSpec) -> RunOutput:
     trainer = Trainer(train_cfg, seed=spec.seed)
     fit = trainer.fit(model, splits)
     preds = trainer.predict(model, splits["test"])
-    metrics = compute_metrics(schema, preds)
+    metrics = compute_metrics(schema, preds, getattr(model, "output_mapping", None))
     cis = cell_auc_cis(schema, preds, ALL)
     infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)
 
