@@ -88,11 +88,16 @@ def model_step(name: str, loaded: Any, batches: list[dict[str, torch.Tensor]], o
     return step
 
 
-def samples_per_second(step: Step, steps: int, batch_size: int) -> float:
-    t0 = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``cpu`` counts only the time this process ran (one thread): steadier than wall time on a shared host."""
+
+
+def samples_per_second(step: Step, steps: int, batch_size: int, clock: str = "wall") -> float:
+    now = CLOCKS[clock]
+    t0 = now()
     for _ in range(steps):
         step()
-    return steps * batch_size / (time.perf_counter() - t0)
+    return steps * batch_size / (now() - t0)
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -119,6 +124,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps per timed block")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="cpu: process CPU time (shared hosts)")
     ap.add_argument("--set", nargs="*", default=[], help="model.key=value overrides, e.g. hef.dropout=0")
     ap.add_argument("--label", nargs="*", default=None, help="display names, one per --models entry")
     args = ap.parse_args()
@@ -139,13 +145,16 @@ def main() -> None:
     absolute: dict[str, list[float]] = {k: [] for k in [*steps, "reference"]}
     for _ in range(args.rounds):
         for label, step in steps.items():
-            r0 = samples_per_second(ref, args.steps, args.batch_size)
-            m = samples_per_second(step, args.steps, args.batch_size)
-            r1 = samples_per_second(ref, args.steps, args.batch_size)
+            r0 = samples_per_second(ref, args.steps, args.batch_size, args.clock)
+            m = samples_per_second(step, args.steps, args.batch_size, args.clock)
+            r1 = samples_per_second(ref, args.steps, args.batch_size, args.clock)
             ratios[label].append(m / ((r0 + r1) / 2))
             absolute[label].append(m)
             absolute["reference"].extend([r0, r1])
-    print(f"{args.data}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds × {args.steps} steps")
+    print(
+        f"{args.data}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} rounds × {args.steps} steps,"
+        f" {args.clock} clock"
+    )
     print(f"{'model':<16} {'ratio min':>10} {'ratio med':>10} {'samples/s min':>14} {'samples/s med':>14}")
     for label in steps:
         r, a = ratios[label], absolute[label]

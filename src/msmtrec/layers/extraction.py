@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, linear_t, mix, softmax_rows
+from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, linear_t, mix, relu_dropout
 
 GROUPS: tuple[str, str, str] = ("shared", "scenario", "task")
 """Expert groups, in the order used by every ``[B, 3]`` group/mixing weight tensor."""
@@ -138,45 +138,54 @@ class GroupedGate(nn.Module):
         self.splits = [*self.sizes.values(), *([len(GROUPS)] if selector else [])]
         self.register_buffer("present", torch.tensor([g in self.sizes for g in GROUPS]), persistent=False)
 
-    def forward(
-        self, x: torch.Tensor, experts: dict[str, torch.Tensor], group_weights: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """→ (mixed ``[B, d]``, effective weights over all experts ``[B, n_total]``, within-group weights)."""
-        # Each group keeps its own Linear (an ablation removes exactly that group's parameters); they are
-        # evaluated as one concatenated matmul.
+    def concatenated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The within-group and selector linears stacked: ``[rows, in]`` weight and ``[rows]`` bias.
+
+        Each group keeps its own Linear (an ablation removes exactly that group's parameters); they are
+        evaluated as one matmul."""
         linears = [*self.within.values(), *([self.selector] if self.selector is not None else [])]
-        weight = torch.cat([m.weight for m in linears])
-        bias = torch.cat([m.bias for m in linears])
-        logits = linear_t(x, weight, bias).split(self.splits, dim=0)  # [n_g, B] each
+        return torch.cat([m.weight for m in linears]), torch.cat([m.bias for m in linears])
+
+    def weights_t(
+        self, logits: torch.Tensor, group_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``[rows, B]`` logits → effective weights ``P(g) · P(e | g)`` as ``[n_total, B]`` and the
+        within-group weights ``{group: [B, n_g]}``."""
+        parts = logits.split(self.splits, dim=0)  # [n_g, B] each
         if group_weights is None:
             if self.selector is None:
                 raise ValueError("this gate has no group selector; pass group_weights")
-            group_weights = softmax_rows(logits[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")))
-        # out = Σ_groups P(g) · Σ_e P(e | g) · expert_e, accumulated as one fused multiply-add per expert
-        # with the effective weights P(g) · P(e | g) (two fewer full-width passes per group than mixing
-        # each group first and scaling it after).
-        out: torch.Tensor | None = None
+            group_t = torch.softmax(parts[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")), dim=0)
+        else:
+            group_t = group_weights.t()
         flat: list[torch.Tensor] = []
         within: dict[str, torch.Tensor] = {}
         for j, g in enumerate(self.sizes):
             i = GROUPS.index(g)
-            group_w = group_weights[:, i : i + 1]
+            group_w = group_t[i : i + 1]  # [1, B]
             if self.sizes[g] == 1:
                 # a softmax over one logit is exactly 1: skip it (a third of a HEF forward's gates have a
                 # single scenario or task expert)
-                w = torch.ones_like(logits[j]).t()
-                effective = group_w
+                within[g] = torch.ones_like(parts[j]).t()
+                flat.append(group_w)
             else:
-                w = softmax_rows(logits[j])
-                effective = group_w * w
-            within[g] = w
-            flat.append(effective)
-            group_experts = experts[g]
-            for e in range(group_experts.shape[1]):
-                weight, expert = effective[:, e : e + 1], group_experts[:, e]
-                out = weight * expert if out is None else torch.addcmul(out, weight, expert)
-        assert out is not None  # "shared" is always present
-        return out, torch.cat(flat, dim=1), within
+                w = torch.softmax(parts[j], dim=0)
+                within[g] = w.t()
+                flat.append(group_w * w)
+        return (torch.cat(flat) if len(flat) > 1 else flat[0]), within
+
+    def forward(
+        self, x: torch.Tensor, experts: dict[str, torch.Tensor], group_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """→ (mixed ``[B, d]``, effective weights over all experts ``[B, n_total]``, within-group weights).
+
+        The gate on its own (the unfused form; :class:`GroupedExtractionLayer` runs all gates of a level
+        together with the same :meth:`weights_t`)."""
+        weight, bias = self.concatenated()
+        flat_t, within = self.weights_t(linear_t(x, weight, bias), group_weights)
+        stacked = torch.cat([experts[g] for g in self.sizes], dim=1)  # [B, n_total, d]
+        out = torch.matmul(flat_t.t().unsqueeze(1), stacked).squeeze(1)
+        return out, flat_t.t(), within
 
 
 @dataclass
@@ -239,6 +248,9 @@ class GroupedExtractionLayer(nn.Module):
             GroupedGate(gin, {"shared": num_shared, "scenario": num_scenario}) if num_scenario and not final else None
         )
         self.out_dim = int(dims[-1])
+        self.num_shared, self.num_scenario, self.num_task = num_shared, num_scenario, num_task
+        self.num_experts = num_shared + num_scenario + n_tasks * num_task
+        self.dropout = float(dropout)
 
     def forward(
         self,
@@ -249,32 +261,142 @@ class GroupedExtractionLayer(nn.Module):
         context: torch.Tensor | None = None,
         group_weights: Sequence[torch.Tensor] | None = None,
     ) -> LevelOutput:
-        def gate_input(x: torch.Tensor) -> torch.Tensor:
-            return x if context is None else torch.cat([x, context], dim=1)
+        """One level, fused: every expert of the level in one ``[B, N, d]`` tensor, every gate's logits from
+        one matmul per distinct input, and every gate's weighted sum as one batched matmul.
 
-        experts: dict[str, torch.Tensor] = {"shared": self.shared_experts(shared_input)}
-        if self.scenario_experts is not None:
-            experts["scenario"] = self.scenario_experts(scenario_input, scenario)
-        task_experts = (
-            [bank(x) for bank, x in zip(self.task_experts, task_inputs, strict=True)]
-            if self.task_experts is not None
-            else []
-        )
+        The same maths as running each expert bank and each :class:`GroupedGate` on its own (the tests
+        compare values and gradients with that unfused form), in a handful of kernels instead of dozens:
+        at HEF's default the unfused level costs ~60 small ops forward (and twice that backward), most of
+        them per-expert multiply-adds over strided slices whose backward allocates and fills a full-size
+        zero tensor per slice. Dropout draws one mask for the whole level (the same distribution as one
+        mask per bank).
+        """
+        experts = self._experts(task_inputs, shared_input, scenario_input, scenario)  # [B, N, d]
+        gates = self._gate_specs()
+        logits = self._gate_logits(gates, task_inputs, shared_input, scenario_input, context)
         out = LevelOutput(task=[], shared=None, scenario=None)
-        for i, (name, gate) in enumerate(zip(self.task_names, self.task_gates, strict=True)):
-            groups = dict(experts)
-            if task_experts:
-                groups["task"] = task_experts[i]
-            gw = None if group_weights is None else group_weights[i]
-            rep, flat, within = gate(gate_input(task_inputs[i]), groups, gw)
-            out.task.append(rep)
-            out.gates[f"task:{name}"] = flat
-            out.shared_usage.append(within["shared"])
-        if self.shared_gate is not None:
-            groups = dict(experts)
-            if task_experts:
-                groups["task"] = torch.cat(task_experts, dim=1)
-            out.shared, out.gates["shared"], _ = self.shared_gate(gate_input(shared_input), groups)
-        if self.scenario_gate is not None:
-            out.scenario, out.gates["scenario"], _ = self.scenario_gate(gate_input(scenario_input), experts)
+        columns: list[torch.Tensor] = []  # each gate's weights over all N experts, [N, B]
+        for (key, gate, _), rows in zip(gates, logits, strict=True):
+            gw = None
+            if key.startswith("task:") and group_weights is not None:
+                gw = group_weights[self.task_names.index(key[5:])]
+            flat_t, within = gate.weights_t(rows, gw)  # [n_gate, B]
+            out.gates[key] = flat_t.t()
+            if key.startswith("task:"):
+                out.shared_usage.append(within["shared"])
+            columns.append(self._scatter_columns(key, flat_t))
+        weights = torch.stack(columns).permute(2, 0, 1).contiguous()  # [B, G, N]; bmm loops row by row otherwise
+        mixed = torch.matmul(weights, experts)  # [B, G, d]: every gate's weighted sum in one call
+        # unbind, not mixed[:, g]: its backward is one stack, where each select's allocates a full zero tensor
+        for (key, _, _), rep in zip(gates, mixed.unbind(1), strict=True):
+            if key.startswith("task:"):
+                out.task.append(rep)
+            elif key == "shared":
+                out.shared = rep
+            else:
+                out.scenario = rep
         return out
+
+    # ---------------------------------------------------------------------------------------- fused parts
+    def _gate_specs(self) -> list[tuple[str, GroupedGate, str]]:
+        """(name, gate, input) for every gate of the level; input is ``task<i>``, ``shared`` or ``scenario``."""
+        pairs = zip(self.task_names, self.task_gates, strict=True)
+        specs: list[tuple[str, GroupedGate, str]] = [(f"task:{n}", g, f"task{i}") for i, (n, g) in enumerate(pairs)]
+        if self.shared_gate is not None:
+            specs.append(("shared", self.shared_gate, "shared"))
+        if self.scenario_gate is not None:
+            specs.append(("scenario", self.scenario_gate, "scenario"))
+        return specs
+
+    def _gate_logits(
+        self,
+        gates: list[tuple[str, GroupedGate, str]],
+        task_inputs: Sequence[torch.Tensor],
+        shared_input: torch.Tensor,
+        scenario_input: torch.Tensor,
+        context: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
+        """Every gate's ``[rows, B]`` logits: one matmul per distinct input tensor (one at the first level)."""
+        inputs = {"shared": shared_input, "scenario": scenario_input}
+        inputs.update({f"task{i}": x for i, x in enumerate(task_inputs)})
+        by_input: dict[int, list[int]] = {}
+        tensors: dict[int, torch.Tensor] = {}
+        for g, (_, _, name) in enumerate(gates):
+            x = inputs[name]
+            by_input.setdefault(id(x), []).append(g)
+            tensors[id(x)] = x
+        result: list[torch.Tensor | None] = [None] * len(gates)
+        for key, members in by_input.items():
+            x = tensors[key]
+            gin = x if context is None else torch.cat([x, context], dim=1)
+            parts = [gates[g][1].concatenated() for g in members]
+            weight = torch.cat([w for w, _ in parts]) if len(parts) > 1 else parts[0][0]
+            bias = torch.cat([b for _, b in parts]) if len(parts) > 1 else parts[0][1]
+            rows = linear_t(gin, weight, bias).split([w.shape[0] for w, _ in parts], dim=0)
+            for g, r in zip(members, rows, strict=True):
+                result[g] = r
+        return [r for r in result if r is not None]
+
+    def _scatter_columns(self, key: str, flat_t: torch.Tensor) -> torch.Tensor:
+        """A gate's ``[n_gate, B]`` weights placed at its experts' rows of the level's ``[N, B]`` layout."""
+        n_total = self.num_experts
+        if n_total == flat_t.shape[0]:
+            return flat_t
+        before = self.num_shared + self.num_scenario
+        if key.startswith("task:"):
+            i = self.task_names.index(key[5:])
+            lead, trail = before + i * self.num_task, n_total - before - (i + 1) * self.num_task
+            zeros_lead = flat_t.new_zeros(lead - before, flat_t.shape[1])
+            zeros_trail = flat_t.new_zeros(trail, flat_t.shape[1])
+            return torch.cat([flat_t[:before], zeros_lead, flat_t[before:], zeros_trail])
+        # the scenario gate: shared + scenario experts, no task experts
+        return torch.cat([flat_t, flat_t.new_zeros(n_total - flat_t.shape[0], flat_t.shape[1])])
+
+    def _experts(
+        self,
+        task_inputs: Sequence[torch.Tensor],
+        shared_input: torch.Tensor,
+        scenario_input: torch.Tensor,
+        scenario: torch.Tensor,
+    ) -> torch.Tensor:
+        """All experts of the level, ``[B, N, d]`` in the order shared, scenario, task 0 … task T-1."""
+        batch = shared_input.shape[0]
+        shared_bank = self.shared_experts
+        task_banks = list(self.task_experts) if self.task_experts is not None else []
+        banks = [shared_bank, *task_banks]
+        flat = [(b.weights[0].permute(1, 0, 2).reshape(b.in_dim, -1), b.biases[0].reshape(-1)) for b in banks]
+        if all(x is shared_input for x in task_inputs):
+            # one input for shared and task experts (the first level): one matmul for all of them
+            w = torch.cat([f[0] for f in flat], dim=1)
+            b = torch.cat([f[1] for f in flat])
+            st = torch.addmm(b, shared_input, w).view(batch, -1, shared_bank.sizes[1])
+            sh, tk = st[:, : self.num_shared], st[:, self.num_shared :]
+        else:
+            sh = torch.addmm(flat[0][1], shared_input, flat[0][0]).view(batch, self.num_shared, -1)
+            pairs = zip(flat[1:], task_inputs, strict=True) if task_banks else []
+            tks = [torch.addmm(f[1], x, f[0]).view(batch, self.num_task, -1) for f, x in pairs]
+            tk = torch.cat(tks, dim=1) if tks else None
+        parts = [sh]
+        if self.scenario_experts is not None:
+            first = self.scenario_experts.layers[0]
+            parts.append(first(scenario_input.unsqueeze(1).expand(-1, self.num_scenario, -1), scenario))
+        if tk is not None and tk.shape[1] > 0:
+            parts.append(tk)
+        h = relu_dropout(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0], self.dropout, self.training)
+        for depth in range(1, len(shared_bank.weights)):
+            h = relu_dropout(self._deeper(h, depth, scenario), self.dropout, self.training)
+        return h
+
+    def _deeper(self, h: torch.Tensor, depth: int, scenario: torch.Tensor) -> torch.Tensor:
+        """Layer ``depth`` (≥ 1) of every expert: one batched matmul for shared + task, per-scenario for the rest."""
+        ns, nc = self.num_shared, self.num_scenario
+        banks = [self.shared_experts, *(list(self.task_experts) if self.task_experts is not None else [])]
+        w = torch.cat([b.weights[depth] for b in banks])  # [K, a, b]
+        bias = torch.cat([b.biases[depth] for b in banks]).unsqueeze(1)  # [K, 1, b]
+        st = torch.cat([h[:, :ns], h[:, ns + nc :]], dim=1) if nc else h
+        st = torch.baddbmm(bias, st.transpose(0, 1), w).transpose(0, 1)  # [B, K, b]
+        if not nc:
+            return st
+        assert self.scenario_experts is not None
+        sc = self.scenario_experts.layers[depth](h[:, ns : ns + nc], scenario)
+        return torch.cat([st[:, :ns], sc, st[:, ns:]], dim=1)
