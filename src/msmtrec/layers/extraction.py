@@ -138,6 +138,10 @@ class GroupedGate(nn.Module):
         self.splits = [*self.sizes.values(), *([len(GROUPS)] if selector else [])]
         self.register_buffer("present", torch.tensor([g in self.sizes for g in GROUPS]), persistent=False)
 
+    def linears(self) -> list[nn.Linear]:
+        """Within-group linears in group order, then the selector (the order of the stacked logit rows)."""
+        return [*self.within.values(), *([self.selector] if self.selector is not None else [])]
+
     def concatenated(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The within-group and selector linears stacked: ``[rows, in]`` weight and ``[rows]`` bias.
 
@@ -186,6 +190,20 @@ class GroupedGate(nn.Module):
         stacked = torch.cat([experts[g] for g in self.sizes], dim=1)  # [B, n_total, d]
         out = torch.matmul(flat_t.t().unsqueeze(1), stacked).squeeze(1)
         return out, flat_t.t(), within
+
+
+@dataclass
+class _GatePlan:
+    """Python-side part of a level's gate plan (the index tensors are buffers of the layer)."""
+
+    keys: list[str]
+    entries: list[tuple[int, int]]
+    """Each gate's rows of the effective-weight tensor (its experts in group order)."""
+    shared_rows: list[int]
+    """Each gate's first row of its shared within-group softmax in the probability pool."""
+    segments: int
+    logit_rows: list[tuple[int, int]]
+    needs_group_weights: bool
 
 
 @dataclass
@@ -251,6 +269,93 @@ class GroupedExtractionLayer(nn.Module):
         self.num_shared, self.num_scenario, self.num_task = num_shared, num_scenario, num_task
         self.num_experts = num_shared + num_scenario + n_tasks * num_task
         self.dropout = float(dropout)
+        self._plan = self._build_plan()
+
+    gate_pad_index: torch.Tensor
+    gate_within_index: torch.Tensor
+    gate_group_index: torch.Tensor
+    gate_column_index: torch.Tensor
+
+    def _build_plan(self) -> _GatePlan:
+        """Static index maps that let :meth:`forward` run every gate of the level as a few whole-level ops.
+
+        Logit rows: gate after gate, each gate's within-group rows (group order) then its 3 selector rows.
+        Softmax segments: every within group, and every selector restricted to the groups present (the
+        same as the unfused gate's ``-inf`` mask), padded to one length with a ``-inf`` row. The pool of
+        probabilities is the padded softmax, then (final level) the caller's group weights ``[T·3]``.
+        Effective weights are ``pool[within] · pool[group]``; columns place them over the level's N experts
+        (shared, scenario, task 0 … T-1), with a zero row for experts a gate does not see.
+        """
+        gates = self._gates()
+        n_tasks = len(self.task_names)
+        row = 0
+        segments: list[list[int]] = []
+        logit_rows: list[tuple[int, int]] = []
+        layout: list[tuple[dict[str, list[int]], dict[str, int] | None]] = []
+        for _, gate in gates:
+            start = row
+            within: dict[str, list[int]] = {}
+            for g, n in gate.sizes.items():
+                within[g] = list(range(row, row + n))
+                row += n
+                segments.append(within[g])
+            selector = None
+            if gate.selector is not None:
+                selector = {g: row + GROUPS.index(g) for g in gate.sizes}
+                segments.append([selector[g] for g in GROUPS if g in selector])
+                row += len(GROUPS)
+            layout.append((within, selector))
+            logit_rows.append((start, row))
+        length = max(len(seg) for seg in segments)
+        pad, position = [], {}
+        for k, seg in enumerate(segments):
+            for j in range(length):
+                if j < len(seg):
+                    position[seg[j]] = k * length + j
+                pad.append(seg[j] if j < len(seg) else row)  # row == the -inf row
+        group_base = len(segments) * length
+        within_index, group_index, columns, entries, shared_rows = [], [], [], [], []
+        needs_group_weights = False
+        ns, nc, nt = self.num_shared, self.num_scenario, self.num_task
+        for g, ((key, _gate), (within, selector)) in enumerate(zip(gates, layout, strict=True)):
+            first = len(within_index)
+            offsets = {"shared": 0, "scenario": ns}
+            if key.startswith("task:"):
+                offsets["task"] = ns + nc + g * nt  # task gates come first, in task order
+            else:
+                offsets["task"] = ns + nc
+            column = [-1] * self.num_experts
+            for grp, rows in within.items():
+                if selector is not None:
+                    group_row = position[selector[grp]]
+                else:
+                    needs_group_weights = True
+                    group_row = group_base + g * len(GROUPS) + GROUPS.index(grp)
+                for e, r in enumerate(rows):
+                    column[offsets[grp] + e] = len(within_index)
+                    within_index.append(position[r])
+                    group_index.append(group_row)
+            entries.append((first, len(within_index)))
+            shared_rows.append(position[within["shared"][0]])
+            columns.append(column)
+        zero = len(within_index)
+        flat_columns = [zero if c < 0 else c for column in columns for c in column]
+        for name, values in [
+            ("gate_pad_index", pad),
+            ("gate_within_index", within_index),
+            ("gate_group_index", group_index),
+            ("gate_column_index", flat_columns),
+        ]:
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+        assert n_tasks == 0 or not needs_group_weights or all(k.startswith("task:") for k, _ in gates)
+        return _GatePlan(
+            keys=[k for k, _ in gates],
+            entries=entries,
+            shared_rows=shared_rows,
+            segments=len(segments),
+            logit_rows=logit_rows,
+            needs_group_weights=needs_group_weights,
+        )
 
     def forward(
         self,
@@ -272,25 +377,33 @@ class GroupedExtractionLayer(nn.Module):
         mask per bank).
         """
         experts = self._experts(task_inputs, shared_input, scenario_input, scenario)  # [B, N, d]
-        gates = self._gate_specs()
-        logits = self._gate_logits(gates, task_inputs, shared_input, scenario_input, context)
-        out = LevelOutput(task=[], shared=None, scenario=None)
-        columns: list[torch.Tensor] = []  # each gate's weights over all N experts, [N, B]
-        for (key, gate, _), rows in zip(gates, logits, strict=True):
-            gw = None
-            if key.startswith("task:") and group_weights is not None:
-                gw = group_weights[self.task_names.index(key[5:])]
-            flat_t, within = gate.weights_t(rows, gw)  # [n_gate, B]
-            out.gates[key] = flat_t.t()
-            if key.startswith("task:"):
-                out.shared_usage.append(within["shared"])
-            columns.append(self._scatter_columns(key, flat_t))
-        weights = torch.stack(columns).permute(2, 0, 1).contiguous()  # [B, G, N]; bmm loops row by row otherwise
+        logits = self._gate_logits(task_inputs, shared_input, scenario_input, context)  # [R, B]
+        plan = self._plan
+        if group_weights is None and plan.needs_group_weights:
+            raise ValueError("this level's task gates have no group selector; pass group_weights")
+        batch = logits.shape[1]
+        # every within-group and selector softmax of the level at once: segments padded with -inf to one length
+        padded = torch.cat([logits, logits.new_full((1, batch), float("-inf"))]).index_select(0, self.gate_pad_index)
+        probs = torch.softmax(padded.view(plan.segments, -1, batch), dim=1).view(-1, batch)
+        pool = [probs]
+        if plan.needs_group_weights:
+            assert group_weights is not None
+            pool.append(torch.stack(list(group_weights), dim=1).view(batch, -1).t())  # [T·3, B]
+        pool = torch.cat(pool) if len(pool) > 1 else pool[0]
+        # effective weights P(g) · P(e | g), each gate's entries in its own group order: [entries, B]
+        effective = pool.index_select(0, self.gate_within_index) * pool.index_select(0, self.gate_group_index)
+        full = torch.cat([effective, effective.new_zeros(1, batch)]).index_select(0, self.gate_column_index)
+        weights = full.view(len(plan.keys), self.num_experts, batch).permute(2, 0, 1).contiguous()  # [B, G, N]
         mixed = torch.matmul(weights, experts)  # [B, G, d]: every gate's weighted sum in one call
+        out = LevelOutput(task=[], shared=None, scenario=None)
         # unbind, not mixed[:, g]: its backward is one stack, where each select's allocates a full zero tensor
-        for (key, _, _), rep in zip(gates, mixed.unbind(1), strict=True):
+        for g, (key, rep) in enumerate(zip(plan.keys, mixed.unbind(1), strict=True)):
+            start, stop = plan.entries[g]
+            out.gates[key] = effective[start:stop].t()
             if key.startswith("task:"):
                 out.task.append(rep)
+                first = plan.shared_rows[g]
+                out.shared_usage.append(probs[first : first + self.num_shared].t())
             elif key == "shared":
                 out.shared = rep
             else:
@@ -298,59 +411,41 @@ class GroupedExtractionLayer(nn.Module):
         return out
 
     # ---------------------------------------------------------------------------------------- fused parts
-    def _gate_specs(self) -> list[tuple[str, GroupedGate, str]]:
-        """(name, gate, input) for every gate of the level; input is ``task<i>``, ``shared`` or ``scenario``."""
+    def _gates(self) -> list[tuple[str, GroupedGate]]:
         pairs = zip(self.task_names, self.task_gates, strict=True)
-        specs: list[tuple[str, GroupedGate, str]] = [(f"task:{n}", g, f"task{i}") for i, (n, g) in enumerate(pairs)]
+        gates: list[tuple[str, GroupedGate]] = [(f"task:{n}", g) for n, g in pairs]
         if self.shared_gate is not None:
-            specs.append(("shared", self.shared_gate, "shared"))
+            gates.append(("shared", self.shared_gate))
         if self.scenario_gate is not None:
-            specs.append(("scenario", self.scenario_gate, "scenario"))
-        return specs
+            gates.append(("scenario", self.scenario_gate))
+        return gates
 
     def _gate_logits(
         self,
-        gates: list[tuple[str, GroupedGate, str]],
         task_inputs: Sequence[torch.Tensor],
         shared_input: torch.Tensor,
         scenario_input: torch.Tensor,
         context: torch.Tensor | None,
-    ) -> list[torch.Tensor]:
-        """Every gate's ``[rows, B]`` logits: one matmul per distinct input tensor (one at the first level)."""
-        inputs = {"shared": shared_input, "scenario": scenario_input}
-        inputs.update({f"task{i}": x for i, x in enumerate(task_inputs)})
-        by_input: dict[int, list[int]] = {}
-        tensors: dict[int, torch.Tensor] = {}
-        for g, (_, _, name) in enumerate(gates):
-            x = inputs[name]
-            by_input.setdefault(id(x), []).append(g)
-            tensors[id(x)] = x
-        result: list[torch.Tensor | None] = [None] * len(gates)
-        for key, members in by_input.items():
-            x = tensors[key]
-            gin = x if context is None else torch.cat([x, context], dim=1)
-            parts = [gates[g][1].concatenated() for g in members]
-            weight = torch.cat([w for w, _ in parts]) if len(parts) > 1 else parts[0][0]
-            bias = torch.cat([b for _, b in parts]) if len(parts) > 1 else parts[0][1]
-            rows = linear_t(gin, weight, bias).split([w.shape[0] for w, _ in parts], dim=0)
-            for g, r in zip(members, rows, strict=True):
-                result[g] = r
-        return [r for r in result if r is not None]
+    ) -> torch.Tensor:
+        """Every gate's logits stacked ``[R, B]`` (gate order, each gate's within groups then its selector).
 
-    def _scatter_columns(self, key: str, flat_t: torch.Tensor) -> torch.Tensor:
-        """A gate's ``[n_gate, B]`` weights placed at its experts' rows of the level's ``[N, B]`` layout."""
-        n_total = self.num_experts
-        if n_total == flat_t.shape[0]:
-            return flat_t
-        before = self.num_shared + self.num_scenario
-        if key.startswith("task:"):
-            i = self.task_names.index(key[5:])
-            lead, trail = before + i * self.num_task, n_total - before - (i + 1) * self.num_task
-            zeros_lead = flat_t.new_zeros(lead - before, flat_t.shape[1])
-            zeros_trail = flat_t.new_zeros(trail, flat_t.shape[1])
-            return torch.cat([flat_t[:before], zeros_lead, flat_t[before:], zeros_trail])
-        # the scenario gate: shared + scenario experts, no task experts
-        return torch.cat([flat_t, flat_t.new_zeros(n_total - flat_t.shape[0], flat_t.shape[1])])
+        One matmul when every gate reads the same input (the first level); otherwise the context part
+        ``W_c · context`` is computed once for all gates and each gate adds its own input's part."""
+        linears = [m for _, gate in self._gates() for m in gate.linears()]
+        weight = torch.cat([m.weight for m in linears])  # [R, in (+ context)]
+        bias = torch.cat([m.bias for m in linears])
+        inputs = [*task_inputs, *([shared_input] if self.shared_gate is not None else [])]
+        inputs += [scenario_input] if self.scenario_gate is not None else []
+        if all(x is inputs[0] for x in inputs):
+            gin = inputs[0] if context is None else torch.cat([inputs[0], context], dim=1)
+            return linear_t(gin, weight, bias)
+        in_dim = inputs[0].shape[1]
+        base = bias.unsqueeze(1) if context is None else linear_t(context, weight[:, in_dim:], bias)  # [R, B]
+        w_x = weight[:, :in_dim]
+        bounds = self._plan.logit_rows
+        return torch.cat(
+            [torch.addmm(base[a:b], w_x[a:b], x.t()) for (a, b), x in zip(bounds, inputs, strict=True)]
+        )
 
     def _experts(
         self,
