@@ -158,7 +158,8 @@ def main() -> None:
     print(f"{'model':<16} {'ratio min':>10} {'ratio med':>10} {'samples/s min':>14} {'samples/s med':>14}")
     for label in steps:
         r, a = ratios[label], absolute[label]
-        print(f"{label:<16} {min(r):>10.3f} {statistics.median(r):>10.3f} {min(a):>14,.0f} {statistics.median(a):>14,.0f}")
+        med_r, med_a = statistics.median(r), statistics.median(a)
+        print(f"{label:<16} {min(r):>10.3f} {med_r:>10.3f} {min(a):>14,.0f} {med_a:>14,.0f}")
     a = absolute["reference"]
     print(f"{'reference':<16} {1.0:>10.3f} {1.0:>10.3f} {min(a):>14,.0f} {statistics.median(a):>14,.0f}")
 

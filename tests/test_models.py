@@ -243,3 +243,31 @@ def test_export_matches_eager(name: str) -> None:
     got = exported.module()(batch)
     for k, v in expected.items():
         assert torch.allclose(got[k], v, atol=1e-5), k
+
+
+@pytest.mark.slow
+def test_hef_compiles_with_its_regulariser_without_graph_breaks_and_twice_in_one_process() -> None:
+    """torch.compile of the trainer's module (model + loss + regulariser): the same total as eager (the
+    balance term included, not silently 0), no graph break (the ContextVar read in scenario_matmul used
+    to break it at every call), and a second HEF compiles in the same process."""
+    from torch._dynamo.utils import counters
+
+    from msmtrec.training.loss import MultiTaskLoss
+    from msmtrec.training.trainer import TrainingModule
+
+    schema = SCHEMAS["default"]
+    batch = _batch(schema, 256)
+    counters.clear()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("hef", schema, {"dropout": 0.0})
+        module = TrainingModule(model, MultiTaskLoss(schema, [t.weight for t in schema.tasks])).train()
+        eager, _ = module(batch)
+        eager_reg = model.regularization_loss()
+        assert eager_reg.item() > 0
+        compiled, _ = torch.compile(module)(batch)
+        assert torch.allclose(compiled, eager, atol=1e-5)
+        assert torch.allclose(model.regularization_loss(), eager_reg, atol=1e-6)
+        compiled.backward()
+        assert model.extraction[0].task_gates[0].within.shared.weight.grad is not None
+    assert not counters["graph_break"], dict(counters["graph_break"])

@@ -153,8 +153,11 @@ def scenario_matmul(
     :func:`fixed_scenario`.
     """
     num_scenarios, n, in_dim, out_dim = weight.shape
-    fixed = _FIXED_SCENARIO.get()
-    if strategy == "auto" and fixed is not None and _capturing_graph():
+    # Read the ContextVar only where fixed_scenario applies (TorchScript tracing, export): dynamo cannot trace
+    # ContextVar.get, and torch.compile of a training step would break its graph at every call.
+    compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+    fixed = _FIXED_SCENARIO.get() if strategy == "auto" and not compiling and _capturing_graph() else None
+    if fixed is not None:
         return torch.einsum("bni,nio->bno", x, weight[fixed])
     if strategy == "auto":
         if not _capturing_graph():

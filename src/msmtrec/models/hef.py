@@ -162,10 +162,11 @@ class HEF(MultiTaskModel):
                 scenario_in = out.scenario
         extra = self.aux(raw_flat, scenario) if self.aux is not None else None
         outputs = self.heads(task_in, extra)
-        if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
             # A Python-side cache for the trainer, computed only when gradients are on (training): scoring
             # under no_grad/inference_mode never reads it, and while tracing/exporting it is not part of the
-            # served graph and would leak a traced tensor into the module.
+            # served graph and would leak a traced tensor into the module. Under torch.compile it is kept
+            # (dynamo replays the attribute write), so a compiled training step still has the regulariser.
             n = self.schema.num_scenarios
             self._balance = torch.stack([scenario_balance_loss(u, scenario, n) for u in usage]).mean()
         else:
