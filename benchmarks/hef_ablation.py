@@ -58,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-balance": {"balance_weight": 0.0},
     "balance-0.1": {"balance_weight": 0.1},
     "dropout-0": {"dropout": 0.0},
+    "no-expert-dropout": {"expert_dropout": 0.0},
 }
 
 TRAIN = {"batch_size": 1024, "max_epochs": 30, "patience": 2, "lr": 1e-3, "progress": False, "num_threads": 1}
@@ -138,6 +139,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hef_ablation.jsonl"))
     ap.add_argument("--table", action="store_true", help="print the table of --out and exit")
+    ap.add_argument("--order", choices=["variant", "seed"], default="variant",
+                    help="variant: all seeds of a variant first; seed: every variant × dataset at seed 0 first")
     ap.add_argument("--save", type=Path, default=Path("runs/hef_models"), help="best weights of each run go here")
     args = ap.parse_args()
     if args.table:
@@ -146,24 +149,22 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cache: dict[str, Any] = {}
-    for text in args.variants:  # variant-major: a partial job still has every dataset's first rows
-        name, config = parse_variant(text)
-        for ds in args.datasets:
-            for seed in args.seeds:
-                if (ds, name, seed) in done_keys(args.out):
-                    continue
-                if ds not in cache:
-                    cache[ds] = prepare(ds)
-                result = run_one(cache[ds], config, seed)
-                model = result.pop("model")
-                args.save.mkdir(parents=True, exist_ok=True)
-                torch.save(
-                    {"config": config, "state": model.state_dict()}, args.save / f"{ds}__{name}__{seed}.pt"
-                )
-                row = {"dataset": ds, "variant": name, "config": config, "seed": seed, **result}
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+    plan = [(parse_variant(v), ds, seed) for v in args.variants for ds in args.datasets for seed in args.seeds]
+    if args.order == "seed":  # every (variant, dataset) pair's first seed before any second seed
+        plan.sort(key=lambda item: args.seeds.index(item[2]))
+    for (name, config), ds, seed in plan:
+        if (ds, name, seed) in done_keys(args.out):
+            continue
+        if ds not in cache:
+            cache[ds] = prepare(ds)
+        result = run_one(cache[ds], config, seed)
+        model = result.pop("model")
+        args.save.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": config, "state": model.state_dict()}, args.save / f"{ds}__{name}__{seed}.pt")
+        row = {"dataset": ds, "variant": name, "config": config, "seed": seed, **result}
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def reference_step(batch_size: int, seed: int = 0) -> Step:
     return step
 
 
-def model_step(name: str, loaded: Any, batches: list[dict[str, torch.Tensor]], overrides: dict[str, Any]) -> Step:
+def model_step(
+    name: str, loaded: Any, batches: list[dict[str, torch.Tensor]], overrides: dict[str, Any], compile: bool = False
+) -> Step:
     """The trainer's step (see ``Trainer.fit``) for a freshly built ``name``, cycling over ``batches``."""
     torch.manual_seed(0)
     schema = loaded.schema
@@ -71,6 +73,7 @@ def model_step(name: str, loaded: Any, batches: list[dict[str, torch.Tensor]], o
     module = TrainingModule(model, MultiTaskLoss(schema, weights, cfg.loss_weighting, None))
     module.train()
     optimizer = build_optimizer(module, cfg)
+    forward = torch.compile(module) if compile else module
     sums = torch.zeros(len(schema.tasks) + 1, dtype=torch.float64)
     state = {"i": 0}
 
@@ -78,7 +81,7 @@ def model_step(name: str, loaded: Any, batches: list[dict[str, torch.Tensor]], o
         nonlocal sums
         batch = batches[state["i"] % len(batches)]
         state["i"] += 1
-        total, per_task = module(batch)
+        total, per_task = forward(batch)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -127,6 +130,7 @@ def main() -> None:
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="cpu: process CPU time (shared hosts)")
     ap.add_argument("--set", nargs="*", default=[], help="model.key=value overrides, e.g. hef.dropout=0")
     ap.add_argument("--label", nargs="*", default=None, help="display names, one per --models entry")
+    ap.add_argument("--compile", nargs="*", default=[], help="labels whose forward runs under torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_data(args.data, seed=0)
@@ -135,8 +139,10 @@ def main() -> None:
     batches = [b for b in batches if b["labels"].shape[0] == args.batch_size]
     sets = parse_sets(args.set)
     labels = args.label or args.models
-    steps = {label: model_step(m, loaded, batches, sets.get(label, sets.get(m, {})))
-             for label, m in zip(labels, args.models, strict=True)}
+    steps = {
+        label: model_step(m, loaded, batches, sets.get(label, sets.get(m, {})), label in args.compile)
+        for label, m in zip(labels, args.models, strict=True)
+    }
     ref = reference_step(args.batch_size)
     for s in [ref, *steps.values()]:  # warm-up: allocator, thread pool, first-call costs
         for _ in range(3):

@@ -64,6 +64,9 @@ class HEFConfig(ModelConfig):
     """Experts per task per level (0 = no task experts)."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
+    expert_dropout: float | None = None
+    """Dropout on the experts' hidden units (``None``: the model's ``dropout``). The experts are most of a
+    step's random draws, so this is also the largest dropout cost (see docs/hef.md)."""
     mixing: Literal["learned", "uniform"] = "learned"
     """How the last level fuses (shared, scenario, task) representations per (scenario, task)."""
     mixing_input: bool = True
@@ -90,6 +93,10 @@ class HEF(MultiTaskModel):
         )
         require(len(c.star_dims) > 0 and len(c.expert_dims) > 0, "hef: star_dims and expert_dims must be set")
         require(
+            c.expert_dropout is None or 0.0 <= c.expert_dropout < 1.0,
+            f"hef: expert_dropout must be in [0, 1), got {c.expert_dropout!r}",
+        )
+        require(
             not c.attention or c.embed_dim % c.attention_heads == 0,
             f"hef: embed_dim {c.embed_dim} not divisible by attention_heads {c.attention_heads}",
         )
@@ -115,7 +122,7 @@ class HEF(MultiTaskModel):
                 c.scenario_experts,
                 c.task_experts,
                 dims,
-                c.dropout,
+                c.dropout if c.expert_dropout is None else c.expert_dropout,
                 final=lvl == c.levels - 1,
             )
             for lvl in range(c.levels)
