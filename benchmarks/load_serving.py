@@ -45,8 +45,14 @@ FORMATS = ("rows", "columns")
 field (``candidate_columns``). The same requests either way."""
 
 
+DISTINCT_COLUMNS = ("recency", "history")
+"""With ``distinct=True`` candidates also carry these (the user's in Hillstrom) from their own row, so almost
+every candidate row differs: three item features alone give at most 28 distinct rows, which the service
+scores once each."""
+
+
 def make_payloads(
-    n_candidates: int, count: int = 20, seed: int = 0, ads: int = 3, form: str = "rows"
+    n_candidates: int, count: int = 20, seed: int = 0, ads: int = 3, form: str = "rows", distinct: bool = False
 ) -> list[bytes]:
     """``count`` distinct rank requests (pre-serialised, so the client spends no time encoding)."""
     if form not in FORMATS:
@@ -64,7 +70,7 @@ def make_payloads(
         for j, i in enumerate(pick):
             c: dict[str, Any] = {
                 "id": f"sku{i}",
-                "features": {k: records[i][k] for k in ITEM_COLUMNS},
+                "features": {k: records[i][k] for k in ITEM_COLUMNS + (DISTINCT_COLUMNS if distinct else ())},
                 "price": float(rng.uniform(5, 200)),
             }
             if j < ads:
@@ -172,6 +178,7 @@ def run_load(
     backend: str = "auto",
     startup_timeout_s: float = 600.0,
     forms: tuple[str, ...] = FORMATS,
+    distinct: bool = False,
 ) -> dict[str, Any]:
     """Start a server on loopback, load it phase by phase, stop it; returns the figures per phase.
 
@@ -206,6 +213,7 @@ def run_load(
         "backend": backend,
         "run_dir": str(run_dir),
         "concurrency": concurrency,
+        "distinct": distinct,
         "duration_s": duration_s,
         "cpu_count": os.cpu_count(),
         "phases": {},
@@ -217,7 +225,7 @@ def run_load(
         info = httpx.get(f"{url}/v1/model", trust_env=False).json()
         results["model"], results["backend"] = info["model"], info["backend"]  # what auto resolved to
         for n, form in ((n, form) for n in candidates for form in forms):
-            payloads = make_payloads(n, form=form)
+            payloads = make_payloads(n, form=form, distinct=distinct)
             cpu0, host0 = _process_cpu_s(server.pid), _host_cpu_ticks()
             phase = asyncio.run(_phase(url, payloads, concurrency, duration_s, max_requests))
             cpu1, host1 = _process_cpu_s(server.pid), _host_cpu_ticks()
@@ -298,6 +306,7 @@ def format_results(results: dict[str, Any]) -> str:
     ]
     head = (
         f"model {results['model']} ({results['backend']}), {results['concurrency']} concurrent client(s), "
+        f"{'distinct' if results.get('distinct') else 'repeating'} candidate rows, "
         f"{results['duration_s']} s per phase, {results['cpu_count']} CPU(s)"
     )
     headers = ["candidates", "form", "requests", "errors", "req/s", "p50 ms", "p99 ms", "mean ms", "server p50 ms",
@@ -318,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Server inference backend (default: the server's default, auto).")
     ap.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS, dest="forms",
                     help="Candidate request forms to load (default: both, one phase each).")
+    ap.add_argument("--distinct", action="store_true",
+                    help="Candidates also carry recency and history, so (almost) every candidate row is distinct.")
     ap.add_argument("--json", help="Also write the results here.")
     args = ap.parse_args(argv)
     results = run_load(
@@ -330,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         args.threads or None,
         args.backend,
         forms=tuple(args.forms),
+        distinct=args.distinct,
     )
     print(format_results(results))
     if args.json:

@@ -124,7 +124,8 @@ def test_empty_scenario_nan_labels_and_no_users() -> None:
     preds.labels[:10, 0] = np.nan  # unknown labels are left out of the task
     m = compute_metrics(schema, preds)
     assert m["by_scenario"]["s1"]["click"] == {
-        "rows": 0, "positives": 0, "auc": None, "gauc": None, "logloss": None, "pred_mean": None, "label_mean": None
+        "rows": 0, "positives": 0, "auc": None, "gauc": None, "logloss": None, "pred_mean": None, "label_mean": None,
+        "calibration": None, "ece": None,
     }
     assert m["overall"]["click"]["rows"] == 190 and m["overall"]["click"]["gauc"] is None
     assert m["mean_gauc"] is None and m["mean_rmse"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from msmtrec.data.reader import SCENARIO_COL
 from msmtrec.serving.app import Limits, create_app
 from msmtrec.serving.scorer import Scorer
-from msmtrec.serving.testing import make_run_dir
+from msmtrec.serving.testing import assert_same_page, make_run_dir
 
 CONTEXT = {"recency": 3, "history": 120.5, "zip_code": "Urban", "newbie": 1, "channel": "Web"}
 SEGMENTS = ["1) $0 - $100", "2) $100 - $200", "3) $200 - $350", "4) $350 - $500"]
@@ -55,8 +56,12 @@ def test_health_and_model(client: TestClient) -> None:
 
 
 def test_openapi_schema_lists_endpoints(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/score", "/v1/rank", "/v1/model", "/health"} <= set(paths)
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/rank", "/v1/model", "/health"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/RankRequest"}
+    refs = {r.rsplit("/", 1)[-1] for r in re.findall(r'"\$ref": "([^"]+)"', json.dumps(schema))}
+    assert refs <= set(schema["components"]["schemas"]), refs - set(schema["components"]["schemas"])
 
 
 def test_score_matches_batch_scoring(client: TestClient, scorer: Scorer) -> None:
@@ -256,8 +261,7 @@ def test_onnx_backend_matches_torch(scorer: Scorer, tmp_path: Path) -> None:
     body = {"scenario": "Mens E-Mail", "context": CONTEXT, "candidates": _candidates(50), "slots": {"positions": 50}}
     a = TestClient(create_app(scorer)).post("/v1/rank", json=body).json()["page"]
     b = TestClient(create_app(onnx_scorer)).post("/v1/rank", json=body).json()["page"]
-    assert [p["index"] for p in a] == [p["index"] for p in b]
-    np.testing.assert_allclose([p["value"] for p in a], [p["value"] for p in b], atol=1e-5)
+    assert_same_page(a, b, atol=1e-5)  # 50 candidates, 16 distinct: ties may swap between backends
 
 
 def test_onnx_backend_refuses_a_foreign_export(scorer: Scorer, tmp_path: Path) -> None:
@@ -348,3 +352,36 @@ def test_candidate_columns_bad_requests_name_the_field(client: TestClient) -> No
     assert r.status_code == 422 and _detail(r)[0]["loc"][:4] == ["body", "candidate_columns", "bid_type", 1]
     r = post(candidate_columns=_columns(_candidates(501)))
     assert r.status_code == 413 and _detail(r)[0]["loc"] == ["body", "candidate_columns"]
+
+
+# ------------------------------------------------------------------------------- one descent, named steps
+
+
+def test_the_rank_steps_are_functions_that_give_the_routes_answer(client: TestClient, scorer: Scorer) -> None:
+    """body → request → plan → batch → scores → page → bytes, each step callable without HTTP."""
+    from msmtrec.serving import app as service_app
+    from msmtrec.serving.schemas import RankRequest, read_request
+
+    service = service_app.Service.load(scorer, client.app.state.limits)
+    body = json.dumps({"scenario": "Womens E-Mail", "context": CONTEXT, "candidates": _candidates(30),
+                       "slots": {"positions": 5}}).encode()
+    req = read_request(body, "application/json", RankRequest, service.limits)
+    plan = service_app.plan_rank(service, req)
+    assert plan.scenario == scorer.encoder.scenarios.index("Womens E-Mail") and plan.rows == 30
+    batch, report = service_app.encode_rank(service, req, plan)
+    preds = service_app.score_batch(service, batch, ["body", plan.form])
+    page = service_app.rank_page(plan, preds)
+    out = json.loads(service_app.rank_response(service, req, plan, page, preds, report, batch))
+    whole, timing = service_app.rank(service, body)
+    assert json.loads(whole) == out == client.post("/v1/rank", content=body).json()
+    assert timing.model > 0 and "model;dur=" in timing.header()
+    assert service_app.rank_route.__module__ == "msmtrec.serving.app"  # routes are module-level, not closures
+
+
+def test_scenario_names_have_one_owner(scorer: Scorer) -> None:
+    names = scorer.encoder.scenarios
+    assert names is not None and list(names.display) == list(scorer.schema.scenarios)
+    for i, (value, display) in enumerate(zip(names.values, names.display, strict=True)):
+        assert names.index(value) == names.index(display) == i
+    with pytest.raises(Exception, match="never seen in training"):
+        names.index(True)

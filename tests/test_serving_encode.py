@@ -17,7 +17,8 @@ import torch
 
 from msmtrec.data.pipeline import prepare_dataset
 from msmtrec.data.reader import SCENARIO_COL
-from msmtrec.serving.scorer import FeatureError, Scorer
+from msmtrec.data.records import FeatureError
+from msmtrec.serving.scorer import Scorer
 from msmtrec.serving.testing import make_run_dir
 
 SPEC = """name: kinds
@@ -99,7 +100,7 @@ def test_request_encoding_matches_the_training_transform(scorer: Scorer) -> None
     rows = _request_rows()
     context = {"age": 33, "shop": "s7"}
     want, want_report = scorer.pre.transform(_as_training_frame(rows, context, "search"), with_labels=False)
-    got, report = scorer.encode_records("search", rows, context, "candidates")
+    got, report = scorer.encoder.encode_records("search", rows, context, "candidates")
     _assert_same({k: v for k, v in want.items() if k in got}, got)
     assert report.oov == want_report.oov and report.imputed == want_report.imputed
     assert report.oov["cat"] == 2  # "unseen" and the rare value (min_count 2); the null is not OOV
@@ -107,7 +108,7 @@ def test_request_encoding_matches_the_training_transform(scorer: Scorer) -> None
     assert report.imputed["price"] == 1 and report.imputed["score"] == 1
 
     columns = {k: [r[k] for r in rows] for k in rows[0]}
-    got_cols, report_cols = scorer.encode_columns("search", columns, len(rows), context)
+    got_cols, report_cols = scorer.encoder.encode_columns("search", columns, len(rows), context)
     _assert_same(got, got_cols)
     assert report_cols.oov == report.oov and report_cols.imputed == report.imputed
 
@@ -117,35 +118,35 @@ def test_a_row_value_wins_over_the_context(scorer: Scorer) -> None:
     rows[1] = {**rows[1], "age": 80}
     context = {"age": 33, "shop": "s7"}
     want, _ = scorer.pre.transform(_as_training_frame(rows, context, "home"), with_labels=False)
-    got, _ = scorer.encode_records("home", rows, context)
+    got, _ = scorer.encoder.encode_records("home", rows, context)
     _assert_same({k: v for k, v in want.items() if k in got}, got)
     assert got["scenario"].tolist() == [scorer.pre.scenarios.index("home")] * len(rows)
 
 
 def test_an_unseen_context_value_counts_once_per_row(scorer: Scorer) -> None:
     rows = _request_rows()
-    _, report = scorer.encode_records("home", rows, {"age": 33, "shop": None})
+    _, report = scorer.encoder.encode_records("home", rows, {"age": 33, "shop": None})
     assert report.oov["shop"] == 0  # null is a missing value, not OOV; hashed features have no OOV
-    _, report = scorer.encode_records("home", rows, {"age": None, "shop": "s7"})
+    _, report = scorer.encoder.encode_records("home", rows, {"age": None, "shop": "s7"})
     assert report.imputed["age"] == len(rows)
 
 
 def test_request_errors_name_the_feature_and_row(scorer: Scorer) -> None:
     rows = _request_rows()
     with pytest.raises(FeatureError, match="missing required feature 'age'") as e:
-        scorer.encode_records("home", rows, {"shop": "s1"}, "candidates")
+        scorer.encoder.encode_records("home", rows, {"shop": "s1"}, "candidates")
     assert (e.value.what, e.value.index, e.value.column) == ("candidates", 0, "age")
     bad = [dict(r) for r in rows]
     bad[3]["price"] = "cheap"
     with pytest.raises(FeatureError, match="got 'cheap'") as e:
-        scorer.encode_records("home", bad, {"age": 1, "shop": "s1"}, "candidates")
+        scorer.encoder.encode_records("home", bad, {"age": 1, "shop": "s1"}, "candidates")
     assert (e.value.what, e.value.index, e.value.column) == ("candidates", 3, "price")
     with pytest.raises(FeatureError) as e:
-        scorer.encode_records("home", rows, {"age": "old", "shop": "s1"}, "candidates")
+        scorer.encoder.encode_records("home", rows, {"age": "old", "shop": "s1"}, "candidates")
     assert (e.value.what, e.value.index, e.value.column) == ("context", None, "age")
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     with pytest.raises(FeatureError, match="has 4 values, expected 5") as e:
-        scorer.encode_columns("home", {**columns, "cat": columns["cat"][:4]}, 5, {"age": 1, "shop": "s1"})
+        scorer.encoder.encode_columns("home", {**columns, "cat": columns["cat"][:4]}, 5, {"age": 1, "shop": "s1"})
     assert e.value.column == "cat"
     with pytest.raises(FeatureError, match="missing required feature 'shop'"):
-        scorer.encode_columns("home", columns, 5, {"age": 1})
+        scorer.encoder.encode_columns("home", columns, 5, {"age": 1})

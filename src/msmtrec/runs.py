@@ -2,7 +2,8 @@
 
 A run folder written by ``msmtrec train`` holds ``config.yaml`` (model name and config, training config,
 dataset, seed), ``preprocessor.json`` (the preprocessing artifact), ``model.pt`` (best weights as a plain
-state dict), ``history.csv`` and ``metrics.json``. Evaluation, export, batch prediction and the service all
+state dict), ``output_mapping.json`` (post-hoc output parameters), ``history.csv`` and ``metrics.json``.
+Evaluation, export, batch prediction and the service all
 load a run through :func:`load_run`, so they agree on how a model is rebuilt.
 """
 
@@ -20,6 +21,7 @@ from msmtrec.data.preprocessor import Preprocessor
 from msmtrec.data.schema import Schema
 from msmtrec.errors import MsmtrecError
 from msmtrec.models.base import MultiTaskModel, build_model
+from msmtrec.tasks import OutputMapping
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"
@@ -89,6 +91,7 @@ def load_run(
     model = build_model(model_name(config), schema, model_overrides(config))
     state = torch.load(run / WEIGHTS, map_location=map_location, weights_only=True)
     model.load_state_dict(state)
+    model.output_mapping = OutputMapping.load(run, schema)  # fitted bias correction / calibration, if any
     model.eval()
     metrics = json.loads((run / METRICS).read_text()) if (run / METRICS).exists() else {}
     return LoadedRun(run, model, pre, config, metrics)

@@ -10,6 +10,7 @@ import typer
 
 from msmtrec.config import parse_set_options
 from msmtrec.report import format_table
+from msmtrec.tasks import kind_of
 
 app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 
@@ -53,14 +54,14 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     # label rate / mean per task per scenario (all splits, original units)
     labels = np.concatenate([p.raw_labels[k] for k in ("train", "valid", "test")])
     scen = np.concatenate([p.splits[k].tensors["scenario"].numpy() for k in ("train", "valid", "test")])
-    headers = ["scenario"] + [f"{t.name} {'rate %' if t.type == 'binary' else 'mean'}" for t in schema.tasks]
+    headers = ["scenario"] + [f"{t.name} {'rate %' if kind_of(t).probability else 'mean'}" for t in schema.tasks]
     rows = []
     for s_idx, s in enumerate([*scen_names, "all"]):
         mask = scen == s_idx if s != "all" else np.ones(len(scen), bool)
         vals = []
         for j, t in enumerate(schema.tasks):
             m = float(labels[mask, j].mean()) if mask.any() else None
-            vals.append(None if m is None else (100 * m if t.type == "binary" else m))
+            vals.append(None if m is None else (100 * m if kind_of(t).probability else m))
         rows.append([s, *vals])
     out += ["", "Label rate (binary, %) or mean (regression, original units) per scenario", format_table(headers, rows)]
     if any(p.report["funnel_violations"].values()):

@@ -49,6 +49,17 @@ def register(app: typer.Typer) -> None:
         stream: bool = typer.Option(
             False, "--stream", help="Stream the training split from the spec's Parquet files (larger than memory)."
         ),
+        init_from: Path | None = typer.Option(
+            None, "--init-from", help="Warm start from a finished run: extend its encoders with --data, carry its "
+            "weights over, record the lineage."
+        ),
+        warm_dense: str = typer.Option(
+            "keep", "--warm-dense", help="With --init-from: keep the parent's dense statistics or update them."
+        ),
+        new_scenario: str = typer.Option(
+            "mean", "--new-scenario", help="With --init-from: a new scenario starts as the mean of the known "
+            "ones (mean) or freshly initialised (fresh)."
+        ),
     ) -> None:
         """Train a model; writes config, preprocessor, best checkpoint, history and test metrics to --out."""
         from msmtrec.training import run
@@ -66,7 +77,8 @@ def register(app: typer.Typer) -> None:
         if out is None:
             raise ConfigError("missing --out RUN_DIR (or --resume RUN_DIR)")
         run.train(
-            out, data=data, model_name=model, config_file=config, sets=sets, seed=seed, sample=sample, stream=stream
+            out, data=data, model_name=model, config_file=config, sets=sets, seed=seed, sample=sample, stream=stream,
+            init_from=init_from, warm_dense=warm_dense, new_scenario=new_scenario,
         )
 
     @app.command("evaluate")

@@ -189,13 +189,13 @@ class SequenceEncoder:
     def vocab_size(self) -> int:
         return len(self.vocabulary) + 2
 
-    def _explode(self, values: pd.Series) -> pd.Series:
+    def explode(self, values: pd.Series) -> pd.Series:
         lists = values.fillna("").astype(str).str.split(self.sep, regex=False)
         items = lists.explode()
         return items[items.notna() & (items != "")]
 
     def fit(self, values: pd.Series) -> SequenceEncoder:
-        counts = self._explode(values).value_counts()
+        counts = self.explode(values).value_counts()
         kept = counts[counts >= self.min_count]
         self.vocabulary = sorted(kept.index.astype(str), key=lambda k: (-int(kept[k]), k))
         return self
@@ -204,7 +204,7 @@ class SequenceEncoder:
         values = pd.Series(values, dtype=object) if isinstance(values, np.ndarray) else values
         n = len(values)
         out = np.zeros((n, self.max_len), dtype=np.int64)
-        items = self._explode(values.reset_index(drop=True))
+        items = self.explode(values.reset_index(drop=True))
         if items.empty:
             return out, 0
         rows = items.index.to_numpy()

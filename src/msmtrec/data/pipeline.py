@@ -122,11 +122,15 @@ def prepare_dataset(
     sample: int | None = None,
     data_root: str | Path | None = None,
     overrides: dict | None = None,
+    extend: Preprocessor | None = None,
+    extend_dense: str = "keep",
 ) -> PreparedData:
     """Read, filter, split, fit encoders on train, and encode every split.
 
     ``sample`` keeps a random subset of that many rows (stratified by scenario, drawn with ``seed``)
-    before splitting — for quick runs; the report says how many rows were left out.
+    before splitting — for quick runs; the report says how many rows were left out. With ``extend`` (a
+    parent run's preprocessor, for warm-start training) the encoders are extended with the new training
+    rows instead of refitted, so known categories keep their codes (:mod:`msmtrec.data.extend`).
     """
     spec = load_spec(spec, overrides)
     raw = read_and_filter(spec, data_root)
@@ -141,7 +145,13 @@ def prepare_dataset(
     train = frame[split == "train"]
     if train.empty:
         raise DataError(f"{spec.origin}: the training split is empty (split {spec.split.method})")
-    pre = Preprocessor(spec).fit(train, where)
+    extension = None
+    if extend is not None:
+        from msmtrec.data.extend import extend_preprocessor
+
+        pre, extension = extend_preprocessor(extend, spec, train, where, extend_dense)
+    else:
+        pre = Preprocessor(spec).fit(train, where)
     pre.source_checksum = file_checksum(raw.files)
     splits, raw_labels, reports = {}, {}, {}
     for name in SPLITS:
@@ -163,6 +173,9 @@ def prepare_dataset(
         "missing": {c: int(frame[c].isna().sum()) for c in frame.columns if not c.startswith("__")},
         "funnel_violations": funnel,
     }
+    if extension is not None:
+        report["extension"] = {"appended": extension.appended, "new_scenarios": extension.new_scenarios,
+                               "dense": extension.dense}
     return PreparedData(spec.name, spec, pre, splits, raw_labels, report)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Batch, Schema, random_batch
+from msmtrec.tasks import kind_of
 
 
 def planted_batch(schema: Schema, rows: int, seed: int = 0, strength: float = 3.0) -> Batch:
@@ -31,10 +32,7 @@ def planted_batch(schema: Schema, rows: int, seed: int = 0, strength: float = 3.
     labels = torch.empty(rows, n_tasks)
     names = schema.task_names
     for i, t in enumerate(schema.tasks):
-        if t.type == "binary":
-            labels[:, i] = (torch.rand(rows, generator=noise) < torch.sigmoid(logits[:, i] - 1.0)).float()
-        else:
-            labels[:, i] = logits[:, i] + 0.1 * torch.randn(rows, generator=noise)
+        labels[:, i] = kind_of(t).planted_labels(logits[:, i], noise)
     for i, t in enumerate(schema.tasks):
         if t.inside:
             labels[:, i] *= labels[:, names.index(t.inside)]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,7 @@ from msmtrec.data.reader import LINE_COL, SCENARIO_COL
 from msmtrec.data.schema import Batch, Schema, SequenceField, SparseField, Task
 from msmtrec.data.spec import DatasetSpec, spec_from_dict, spec_to_dict
 from msmtrec.errors import DataError
+from msmtrec.tasks import kind_of
 
 ARTIFACT_NAME = "preprocessor.json"
 
@@ -60,6 +63,42 @@ class TransformReport:
         for mine, theirs in ((self.oov, other.oov), (self.imputed, other.imputed)):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
+
+
+class ScenarioNames:
+    """The scenarios of a run: raw values (as in the data files), display names (``scenario.names`` in the
+    spec) and indices (what the model sees). A request may name a scenario by value, display name or a number
+    equal to the value; everything else is a :class:`DataError` listing the known scenarios."""
+
+    def __init__(self, values: Sequence[str], names: Mapping[str, str] | None = None) -> None:
+        self.values: tuple[str, ...] = tuple(values)
+        names = names or {}
+        self.display: tuple[str, ...] = tuple(names.get(v, v) for v in self.values)
+        index = {d: i for i, d in enumerate(self.display)}
+        index.update({v: i for i, v in enumerate(self.values)})  # a raw value wins over a display name
+        self._index = index
+
+    def index(self, scenario: Any) -> int:
+        """The index of a request's scenario (raw value, display name, or a number equal to a raw value)."""
+        key = text_value(scenario) if type(scenario) is not str else scenario
+        if type(scenario) is bool or key is None or key not in self._index:
+            raise DataError(f"scenario {scenario!r} was never seen in training; the model knows {list(self.display)}")
+        return self._index[key]
+
+
+def text_value(v: Any) -> str | None:
+    """A raw categorical value as the reader would have stored it (3, 3.0 and "3" are one category)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        return str(int(v)) if v.is_integer() else str(v)
+    return str(v)
 
 
 def stable_id(values: pd.Series) -> np.ndarray:
@@ -101,19 +140,23 @@ class Preprocessor:
         return self
 
     @property
+    def scenario_names(self) -> ScenarioNames:
+        """The scenarios by raw value, display name and index (the one place that maps between them)."""
+        return ScenarioNames(self.scenarios, self.spec.scenario.names)
+
+    @property
     def schema(self) -> Schema:
         spec = self.spec
         sparse = []
         for name, enc in self.sparse.items():
             source = {"vocab": "categorical", "hash": "hashed", "bucket": "bucketised"}[enc.kind]
             sparse.append(SparseField(name, enc.vocab_size, source))  # type: ignore[arg-type]
-        names = spec.scenario.names or {}
         return Schema(
             sparse=tuple(sparse),
             dense=tuple(self.dense),
             sequences=tuple(SequenceField(n, e.vocab_size, e.max_len) for n, e in self.sequences.items()),
-            scenarios=tuple(names.get(s, s) for s in self.scenarios),
-            tasks=tuple(Task(t.name, t.type, t.inside, t.weight) for t in spec.tasks),
+            scenarios=self.scenario_names.display,
+            tasks=tuple(Task(t.name, t.type, t.inside, t.weight, t.transform) for t in spec.tasks),
             user_id=spec.features.user_id,
             item_id=spec.features.item_id,
             extra={"dataset": spec.name, "scenario_values": list(self.scenarios)},
@@ -221,7 +264,7 @@ class Preprocessor:
         return list(dict.fromkeys(cols))
 
     def labels(self, frame: pd.DataFrame, where=_default_where, transformed: bool = True) -> np.ndarray:  # noqa: ANN001
-        """Task targets ``[n, n_tasks]`` (float32), checked: binary in {0,1}, regression numeric."""
+        """Task targets ``[n, n_tasks]`` (float32), checked and encoded by each task's kind."""
         out = np.zeros((len(frame), len(self.spec.tasks)), dtype=np.float32)
         for j, t in enumerate(self.spec.tasks):
             key = f"tasks[{t.name}].label"
@@ -235,20 +278,17 @@ class Preprocessor:
                 i = values.index[values.isna().to_numpy()][0]
                 raise DataError(f"{where(i)}: label {col!r} of task {t.name!r} is missing")
             x = values.to_numpy()
-            if t.type == "binary":
-                bad = (x != 0) & (x != 1)
-                if bad.any():
-                    i = values.index[np.flatnonzero(bad)[0]]
-                    shown = frame[col].loc[i] if col in frame.columns else x[bad][0]
-                    raise DataError(
-                        f"{where(i)}: label {col!r} of binary task {t.name!r} must be 0 or 1, got {_show(shown)} "
-                        f"({int(bad.sum())} such row(s))"
-                    )
-            elif transformed and t.transform == "log1p":
-                if (x < 0).any():
-                    i = values.index[np.flatnonzero(x < 0)[0]]
-                    raise DataError(f"{where(i)}: task {t.name!r} uses log1p, so {col!r} must be >= 0, got {x.min()}")
-                x = np.log1p(x)
+            kind = kind_of(t)
+            bad, expected = kind.invalid_labels(x, t.transform)
+            if bad.any():
+                i = values.index[np.flatnonzero(bad)[0]]
+                shown = frame[col].loc[i] if col in frame.columns else x[bad][0]
+                raise DataError(
+                    f"{where(i)}: label {col!r} of {kind.name} task {t.name!r} {expected}, got {_show(shown)} "
+                    f"({int(bad.sum())} such row(s))"
+                )
+            if transformed:
+                x = kind.encode_labels(x, t.transform)
             out[:, j] = x
         return out
 

@@ -24,9 +24,12 @@ from typing import Literal
 
 import torch
 
+from msmtrec.tasks import kind_of
+
 Batch = dict[str, torch.Tensor]
 
-TaskType = Literal["binary", "regression"]
+TaskType = str
+"""The name of a registered task kind (:mod:`msmtrec.tasks`): ``binary``, ``regression``, ``ziln``."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,17 @@ class SequenceField:
 
 @dataclass(frozen=True)
 class Task:
-    """A prediction target. ``inside`` names the parent task of a funnel (conversion inside click)."""
+    """A prediction target. ``inside`` names the parent task of a funnel (conversion inside click).
+
+    ``type`` names the task's kind (:func:`msmtrec.tasks.kind_of` gives the object that knows how to check,
+    train, map and score it); ``transform`` is the target transform the labels were encoded with.
+    """
 
     name: str
     type: TaskType
     inside: str | None = None
     weight: float = 1.0
+    transform: str = "none"
 
 
 @dataclass(frozen=True)
@@ -143,11 +151,6 @@ def random_batch(schema: Schema, batch_size: int, generator: torch.Generator | N
     }
     for s in schema.sequences:
         b[f"seq:{s.name}"] = torch.randint(0, s.vocab_size, (batch_size, s.max_len), generator=g)
-    labels = []
-    for t in schema.tasks:
-        if t.type == "binary":
-            labels.append(torch.randint(0, 2, (batch_size,), generator=g).float())
-        else:
-            labels.append(torch.randn(batch_size, generator=g).abs())
+    labels = [kind_of(t).random_labels(batch_size, g) for t in schema.tasks]
     b["labels"] = torch.stack(labels, dim=1) if labels else torch.zeros(batch_size, 0)
     return b

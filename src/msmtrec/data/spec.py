@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from msmtrec.errors import SpecError
+from msmtrec.tasks import get_kind, registered_kinds
 
 SPEC_DIR = Path(__file__).parent / "specs"
 
@@ -57,7 +58,8 @@ class TaskSpec:
     name: str = ""
     label: str = ""
     """A column name or an expression over columns, e.g. ``income_50k == "50000+."``."""
-    type: Literal["binary", "regression"] = "binary"
+    type: str = "binary"
+    """The task's kind: ``binary``, ``regression`` or ``ziln`` (zero-inflated log-normal value, e.g. spend)."""
     inside: str | None = None
     """Parent task of a funnel: this task can only be positive where the parent is."""
     transform: Literal["none", "log1p"] = "none"
@@ -287,10 +289,14 @@ def _check(spec: DatasetSpec) -> None:
             raise SpecError(f"{where}: tasks: every task needs a name and a label, got {t}")
         if t.inside and t.inside not in names:
             raise SpecError(f"{where}: task {t.name!r} is inside {t.inside!r}, which is not a task ({names})")
-        if t.inside and t.type != "binary":
+        if t.type not in registered_kinds():
+            raise SpecError(f"{where}: task {t.name!r}: type {t.type!r} is not one of {registered_kinds()}")
+        kind = get_kind(t.type)
+        if t.inside and not kind.probability:
             raise SpecError(f"{where}: task {t.name!r}: only binary tasks can be inside a funnel")
-        if t.transform != "none" and t.type != "regression":
-            raise SpecError(f"{where}: task {t.name!r}: transform applies to regression tasks only")
+        if t.transform not in kind.transforms:
+            raise SpecError(f"{where}: task {t.name!r}: a {t.type} task takes transform {list(kind.transforms)}, "
+                            f"got {t.transform!r}")
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: duplicate task names {names}")
     _check_funnel_acyclic(spec.tasks, where)

@@ -35,6 +35,7 @@ from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import ModelConfig, MultiTaskModel
+from msmtrec.tasks import kind_of
 
 PEER_MODELS = ("mmoe", "ple", "shared_bottom", "esmm")
 SCENARIO_FIELD = "__scenario__"
@@ -60,7 +61,7 @@ def rechub_version() -> str:
 
 def binary_view(schema: Schema) -> tuple[Schema, list[int]]:
     """The schema restricted to its binary tasks, and their column indices in ``labels``."""
-    idx = [i for i, t in enumerate(schema.tasks) if t.type == "binary"]
+    idx = [i for i, t in enumerate(schema.tasks) if kind_of(t).probability]
     if not idx:
         raise ConfigError("the peer library needs at least one binary task")
     kept = {schema.tasks[i].name for i in idx}

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
 from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
+from msmtrec.tasks import kind_of
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
 CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives")
@@ -241,7 +242,7 @@ def peer_applicable(spec: RunSpec) -> str | None:
     if spec.entry.kind != "peer" or spec.entry.model != "esmm":
         return None
     schema = prepared(spec.dataset).schema
-    binary = [t for t in schema.tasks if t.type == "binary"]
+    binary = [t for t in schema.tasks if kind_of(t).probability]
     if len(binary) != 2 or not any(t.inside for t in binary):
         return (f"{spec.entry.name} skipped on {spec.dataset.label}: rechub's ESMM needs a two-task click → "
                 f"conversion funnel, and the binary tasks are {[t.name for t in binary]}.")

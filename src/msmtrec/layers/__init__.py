@@ -14,7 +14,7 @@ from msmtrec.layers.extraction import (
 from msmtrec.layers.mixing import BalancedMixing, scenario_balance_loss
 from msmtrec.layers.mlp import MLP
 from msmtrec.layers.normalization import PartitionedNorm
-from msmtrec.layers.outputs import TaskHeads, compose_outputs, funnel_logit
+from msmtrec.layers.outputs import TaskHeads, compose_outputs, funnel_logit, output_dims, task_output
 from msmtrec.layers.star import AuxiliaryNetwork, StarLinear, StarNetwork
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "StarNetwork",
     "TaskHeads",
     "compose_outputs",
+    "output_dims",
+    "task_output",
     "funnel_logit",
     "mix",
     "scenario_balance_loss",

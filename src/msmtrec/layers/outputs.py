@@ -10,6 +10,25 @@ from torch import nn
 
 from msmtrec.data.schema import Schema
 from msmtrec.layers.mlp import MLP
+from msmtrec.tasks import kind_of
+
+
+def output_dims(schema: Schema) -> list[int]:
+    """Width of each task's raw output (schema order), from the task's kind (``ziln`` emits 3 numbers)."""
+    return [kind_of(t).output_dim for t in schema.tasks]
+
+
+def task_output(raw: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A ``[B, k]`` head output → the task's output: ``[B]`` when ``k == 1``, else ``[B, k]``.
+
+    ``bias`` (``[B]``, e.g. STAR's auxiliary logit) is added to the first column only: the logit of a
+    binary task, the purchase logit of a ``ziln`` task.
+    """
+    if bias is not None and raw.shape[-1] == 1:
+        raw = raw + bias.unsqueeze(-1)
+    elif bias is not None:
+        raw = torch.cat([raw[:, :1] + bias.unsqueeze(-1), raw[:, 1:]], dim=-1)
+    return raw.squeeze(-1) if raw.shape[-1] == 1 else raw
 
 
 def funnel_logit(parent_logit: torch.Tensor, child_logit: torch.Tensor) -> torch.Tensor:
@@ -61,14 +80,17 @@ class TaskHeads(nn.Module):
         self.schema = schema
         self.names = schema.task_names
         self.towers = nn.ModuleList(
-            nn.Sequential(MLP(in_dim, dims, dropout), nn.Linear(dims[-1] if dims else in_dim, 1)) for _ in self.names
+            nn.Sequential(MLP(in_dim, dims, dropout), nn.Linear(dims[-1] if dims else in_dim, k))
+            for k in output_dims(schema)
         )
         self.funnel = funnel
         self.parent_index = {i: self.names.index(t.inside) for i, t in enumerate(schema.tasks) if t.inside and funnel}
 
     def forward(self, inputs: Sequence[torch.Tensor], extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``inputs[i]``: task i's ``[B, in_dim]`` input; ``extra``: a ``[B, n_tasks]`` logit bias."""
-        raw = [tower(x).squeeze(-1) for tower, x in zip(self.towers, inputs, strict=True)]
-        if extra is not None:
-            raw = [r + extra[:, i] for i, r in enumerate(raw)]
+        if extra is None:
+            raw = [task_output(tower(x)) for tower, x in zip(self.towers, inputs, strict=True)]
+        else:
+            pairs = enumerate(zip(self.towers, inputs, strict=True))
+            raw = [task_output(tower(x), extra[:, i]) for i, (tower, x) in pairs]
         return compose_outputs(self.schema, raw, self.funnel)

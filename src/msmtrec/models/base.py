@@ -8,6 +8,11 @@ Output convention for ``forward``: one ``[B]`` tensor per task, in ``schema.task
   ESMM-style, the model computes p = p(click) * p(conversion | click) and returns ``logit(p)``, so every
   binary output trains with the same BCE-with-logits and lives in the exposure space.
 * regression task: the predicted (transformed) target value.
+* a task whose kind has ``output_dim > 1`` (``ziln``): a ``[B, output_dim]`` tensor (see that kind).
+
+Mapping to user units is not the model's business: :meth:`MultiTaskModel.predict` and the service both
+go through the run's :class:`~msmtrec.tasks.OutputMapping` (``model.output_mapping``), which asks each
+task's kind.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from msmtrec.config import build_config
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import ConfigError
+from msmtrec.tasks import OutputMapping
 
 
 @dataclass
@@ -42,12 +48,17 @@ class MultiTaskModel(nn.Module):
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
+    scenarios_interact: ClassVar[bool] = False
+    """True when a row's output depends on the *set* of scenarios (e.g. attention over every scenario's
+    expert), so adding a scenario at warm start shifts known scenarios' outputs a little until retrained."""
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
         self.schema = schema
         self.config = config
         self.task_names: list[str] = schema.task_names
+        self.output_mapping: OutputMapping = OutputMapping.identity(schema)
+        """Raw outputs → user units; a loaded run sets the mapping fitted on its validation split."""
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """Every registered model defines this: ``{task: [B] logits (binary) or values (regression)}``."""
@@ -74,9 +85,8 @@ class MultiTaskModel(nn.Module):
         return torch.zeros((), device=next(self.parameters()).device)
 
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Forward pass mapped to the output space: probabilities for binary tasks, values otherwise."""
-        out = self.forward(batch)
-        return {name: torch.sigmoid(v) if self.schema.task(name).type == "binary" else v for name, v in out.items()}
+        """Forward pass in user units (probabilities, expected values in original units): see ``output_mapping``."""
+        return self.output_mapping.apply(self.forward(batch), batch.get("scenario"))
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Embedding tables of every :class:`~msmtrec.layers.FieldEmbedding` in the model.

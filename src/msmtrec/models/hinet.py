@@ -54,6 +54,7 @@ class HiNetConfig(ModelConfig):
 @register("hinet")
 class HiNet(MultiTaskModel):
     Config = HiNetConfig
+    scenarios_interact = True  # the SAN attends over every scenario's expert
 
     def __init__(self, schema: Schema, config: HiNetConfig) -> None:
         super().__init__(schema, config)

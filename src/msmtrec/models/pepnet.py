@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs
+from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs, output_dims, task_output
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
 
 
@@ -59,7 +59,7 @@ class PEPNet(MultiTaskModel):
         self.towers = nn.ModuleList(
             nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)) for _ in range(n_tasks)
         )
-        self.outs = nn.ModuleList(nn.Linear(sizes[-1], 1) for _ in range(n_tasks))
+        self.outs = nn.ModuleList(nn.Linear(sizes[-1], k) for k in output_dims(schema))
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
     def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -75,7 +75,7 @@ class PEPNet(MultiTaskModel):
             h = x0
             for layer, gate in zip(layers, gates, strict=True):
                 h = self.dropout(F.relu(layer(h)) * gate[:, t])
-            raw.append(out(h).squeeze(-1))
+            raw.append(task_output(out(h)))
         return compose_outputs(self.schema, raw, self.config.funnel), {"epnet": field_gate}
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -13,7 +13,16 @@ import torch
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.layers import MLP, FieldEmbedding, ScenarioExpertBank, ScenarioLinear, TaskHeads, compose_outputs
+from msmtrec.layers import (
+    MLP,
+    FieldEmbedding,
+    ScenarioExpertBank,
+    ScenarioLinear,
+    TaskHeads,
+    compose_outputs,
+    output_dims,
+    task_output,
+)
 from msmtrec.models.base import ModelConfig, MultiTaskModel, register
 
 
@@ -46,7 +55,7 @@ class SingleTask(MultiTaskModel):
                 ScenarioExpertBank(in_dim, 1, dims, schema.num_scenarios, config.dropout) for _ in range(n_tasks)
             )
             self.scenario_outs = nn.ModuleList(
-                ScenarioLinear(dims[-1], 1, schema.num_scenarios) for _ in range(n_tasks)
+                ScenarioLinear(dims[-1], k, schema.num_scenarios) for k in output_dims(schema)
             )
         else:
             self.bottoms = nn.ModuleList(MLP(in_dim, config.bottom_dims, config.dropout) for _ in range(n_tasks))
@@ -60,7 +69,7 @@ class SingleTask(MultiTaskModel):
             return self.heads([bottom(x) for bottom, x in zip(self.bottoms, inputs, strict=True)])
         scenario = batch["scenario"]
         raw = [
-            out(net(x, scenario), scenario).reshape(-1)
+            task_output(out(net(x, scenario), scenario).reshape(len(scenario), -1))
             for net, out, x in zip(self.scenario_nets, self.scenario_outs, inputs, strict=True)
         ]
         return compose_outputs(self.schema, raw, self.config.funnel)

@@ -6,8 +6,10 @@ positional tensors in a fixed order (:func:`input_names`) and returns one tensor
 ``schema.tasks`` order, so any runtime can feed it by name without knowing msmtrec.
 
 The exported graph returns what ``forward`` returns (exposure-space logits for binary tasks, transformed
-values for regression) so parity with eager PyTorch can be checked to 1e-5; mapping to probabilities and
-original units is the caller's job (:func:`msmtrec.serving.scorer.to_output_space`). The preprocessing
+values for regression, the kind's raw numbers otherwise) so parity with eager PyTorch can be checked to 1e-5;
+mapping to user units is the caller's job: :class:`~msmtrec.serving.scorer.Scorer` applies the run's
+:class:`~msmtrec.tasks.OutputMapping` on top of the runtimes below, and the signature carries that
+mapping's parameters for consumers outside msmtrec. The preprocessing
 artifact is copied beside the exported file because a model without its exact encoders is useless.
 """
 
@@ -30,6 +32,7 @@ from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import MsmtrecError
 from msmtrec.layers.experts import fixed_scenario
 from msmtrec.models.base import MultiTaskModel
+from msmtrec.tasks import kind_of
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -173,12 +176,16 @@ def signature(model: MultiTaskModel, model_name: str, fmt: str) -> dict:
     }
     for s in schema.sequences:
         inputs[input_key_name(f"seq:{s.name}")] = {"dtype": "int64", "shape": ["batch", s.max_len]}
-    outputs = {
-        t.name: {"dtype": "float32", "shape": ["batch"], "meaning": "logit" if t.type == "binary" else "value"}
-        for t in schema.tasks
-    }
+    outputs = {}
+    for t in schema.tasks:
+        kind = kind_of(t)
+        shape = ["batch"] if kind.output_dim == 1 else ["batch", kind.output_dim]
+        outputs[t.name] = {"dtype": "float32", "shape": shape, "kind": kind.name, "meaning": kind.export_meaning,
+                           "transform": t.transform, "units": kind.units}
+    # the post-hoc parameters (calibrators, bias correction) a consumer applies to reach user units
     return {"format": fmt, "model": model_name, "inputs": inputs, "input_order": input_names(schema),
-            "outputs": outputs, "output_order": list(schema.task_names)}
+            "outputs": outputs, "output_order": list(schema.task_names),
+            "output_mapping": model.output_mapping.to_dict()}
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Path]:

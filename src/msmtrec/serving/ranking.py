@@ -1,7 +1,9 @@
 """Turning per-task predictions into a page: objective values, ad revenue, and slot assignment.
 
 Everything here is plain NumPy over arrays of candidates, so it is testable with hand-made predictions
-and independent of any model.
+and independent of any model. The last section turns a request's values (objective, slots, candidate
+objects or columns) into these inputs, raising a :class:`~msmtrec.serving.errors.ServiceError` that names
+the field for a bad one.
 
 Value of a candidate under an objective with task weights ``w``::
 
@@ -22,10 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from msmtrec.data.schema import Schema
+from msmtrec.serving.errors import ServiceError
+from msmtrec.tasks import kind_of
 
 
 @dataclass
@@ -76,7 +81,7 @@ class Page:
 def default_click_task(schema: Schema) -> str | None:
     """The first binary task that another task sits inside (the funnel top), else the first binary task."""
     parents = [t.inside for t in schema.tasks if t.inside]
-    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    binary = [t.name for t in schema.tasks if kind_of(t).probability]
     for p in parents:
         if p in binary:
             return p
@@ -90,7 +95,7 @@ def default_conversion_task(schema: Schema) -> str | None:
     task declared inside another. When several funnels end at the same greatest depth the choice is ambiguous:
     ``None`` is returned and a request with CPA ads must name ``objective.conversion_task`` (a 422 says so).
     """
-    binary = [t.name for t in schema.tasks if t.type == "binary"]
+    binary = [t.name for t in schema.tasks if kind_of(t).probability]
     depth = {name: funnel_depth(schema, name) for name in binary}
     deepest = max(depth.values(), default=0)
     if deepest == 0:
@@ -116,13 +121,20 @@ def default_weights(schema: Schema, config: Mapping | None = None) -> dict[str, 
             w = source.get("weights", source)
             if isinstance(w, Mapping) and w:
                 return {str(k): float(v) for k, v in w.items() if k in schema.task_names}
-    return {t.name: 1.0 for t in schema.tasks if t.type == "binary"}
+    return {t.name: 1.0 for t in schema.tasks if kind_of(t).probability}
 
 
 def candidate_values(
     predictions: Mapping[str, np.ndarray], objective: Objective, cands: Candidates
 ) -> tuple[np.ndarray, np.ndarray]:
     """Objective value and ad revenue per candidate (revenue is 0 for organic candidates), vectorised."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by check_finite, by candidate
+        return _values(predictions, objective, cands)
+
+
+def _values(
+    predictions: Mapping[str, np.ndarray], objective: Objective, cands: Candidates
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(cands.is_ad)
     value = np.zeros(n)
     for task, w in objective.weights.items():
@@ -145,7 +157,8 @@ def assemble_page(
     value: np.ndarray, revenue: np.ndarray, is_ad: np.ndarray, slots: Slots, ad_weight: float = 1.0
 ) -> Page:
     """Fill ``slots`` greedily: organic by value, ads by worth, ads only where allowed and worth more."""
-    worth = np.where(is_ad, ad_weight * revenue + value, value)
+    with np.errstate(over="ignore", invalid="ignore"):
+        worth = np.where(is_ad, ad_weight * revenue + value, value)
     idx = np.arange(len(value))
     # stable sort on -worth keeps request order among ties, so results are deterministic
     organic = idx[~is_ad][np.argsort(-worth[~is_ad], kind="stable")].tolist()
@@ -179,7 +192,7 @@ def rank(
 def check_objective(objective: Objective, schema: Schema) -> list[str]:
     """Problems with an objective, each naming the field (empty when fine)."""
     names = set(schema.task_names)
-    binary = {t.name for t in schema.tasks if t.type == "binary"}
+    binary = {t.name for t in schema.tasks if kind_of(t).probability}
     errors = [f"objective.weights.{k}: unknown task; tasks are {schema.task_names}" for k in objective.weights
               if k not in names]
     errors += [f"objective.price_tasks: unknown task {k!r}" for k in objective.price_tasks if k not in names]
@@ -193,3 +206,104 @@ def check_objective(objective: Objective, schema: Schema) -> list[str]:
 def ordered_positions(values: Sequence[int] | None) -> tuple[int, ...] | None:
     """Deduplicated, sorted ad positions (or None for 'any position')."""
     return None if values is None else tuple(sorted(set(int(v) for v in values)))
+
+
+# ------------------------------------------------------------------------------- request values → inputs
+
+
+def objective_from(
+    schema: Schema,
+    base_weights: Mapping[str, float],
+    weights: Mapping[str, float] | None = None,
+    price_tasks: Sequence[str] = (),
+    ad_weight: float = 1.0,
+    click_task: str | None = None,
+    conversion_task: str | None = None,
+) -> Objective:
+    """A request's objective, with the run's defaults filled in; a 422 naming the first bad field."""
+    objective = Objective(
+        weights=dict(weights) if weights is not None else dict(base_weights),
+        price_tasks=tuple(price_tasks),
+        ad_weight=ad_weight,
+        click_task=click_task or default_click_task(schema),
+        conversion_task=conversion_task or default_conversion_task(schema),
+    )
+    problems = check_objective(objective, schema)
+    if problems:
+        field = problems[0].split(":", 1)[0].split(".")
+        raise ServiceError(422, ["body", *field], "; ".join(problems[:5]))
+    return objective
+
+
+def slots_from(positions: int, max_ads: int | None, ad_positions: Sequence[int] | None, candidates: int) -> Slots:
+    """A request's page slots (no ``max_ads``: as many ads as there are candidates)."""
+    return Slots(positions=positions, max_ads=candidates if max_ads is None else max_ads,
+                 ad_positions=ordered_positions(ad_positions))
+
+
+def candidates_from_rows(cands: Sequence[Mapping[str, Any]]) -> tuple[list[Any], Candidates]:
+    """Ids and ad arrays from candidate objects (a missing bid is NaN until :func:`check_ads`)."""
+    n = len(cands)
+    arrays = Candidates(
+        is_ad=np.fromiter((c.get("is_ad", False) for c in cands), bool, n),
+        bid=np.fromiter((_or(c.get("bid"), np.nan) for c in cands), np.float64, n),
+        cpa=np.fromiter((c.get("bid_type") == "cpa" for c in cands), bool, n),
+        price=np.fromiter((_or(c.get("price"), 1.0) for c in cands), np.float64, n),
+    )
+    return [c.get("id") for c in cands], arrays
+
+
+def candidates_from_columns(
+    n: int,
+    ids: Sequence[Any] | None = None,
+    is_ad: Sequence[bool] | None = None,
+    bid: Sequence[float | None] | None = None,
+    bid_type: Sequence[str] | None = None,
+    price: Sequence[float | None] | None = None,
+) -> tuple[list[Any], Candidates]:
+    """Ids and ad arrays from candidate columns; absent columns take the per-candidate defaults."""
+    def numbers(values: Sequence[float | None] | None, default: float) -> np.ndarray:
+        if values is None:
+            return np.full(n, default)
+        return np.array([default if v is None else v for v in values], dtype=np.float64)
+
+    arrays = Candidates(
+        is_ad=np.zeros(n, bool) if is_ad is None else np.array(is_ad, dtype=bool),
+        bid=numbers(bid, np.nan),
+        cpa=np.zeros(n, bool) if bid_type is None else np.array(bid_type, dtype=object) == "cpa",
+        price=numbers(price, 1.0),
+    )
+    return list(ids) if ids is not None else [None] * n, arrays
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def check_ads(cands: Candidates, objective: Objective, form: str, tasks: Sequence[str]) -> None:
+    """Every ad has a bid and the task its bid type pays for; then missing bids of organic items become 0."""
+    missing = cands.is_ad & np.isnan(cands.bid)
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        loc: list[str | int] = ["body", form, i, "bid"] if form == "candidates" else ["body", form, "bid", i]
+        raise ServiceError(422, loc, "an ad (is_ad: true) needs a bid", "missing")
+    needs = (("cpc", objective.click_task, ~cands.cpa), ("cpa", objective.conversion_task, cands.cpa))
+    for kind, task, pays in needs:
+        if task is None and (cands.is_ad & pays).any():
+            name = "click" if kind == "cpc" else "conversion"
+            raise ServiceError(422, ["body", "objective", f"{name}_task"],
+                               f"{kind} ads need a {name} task (name it as objective.{name}_task); "
+                               f"this model's tasks are {list(tasks)}")
+    cands.bid = np.nan_to_num(cands.bid, nan=0.0)
+
+
+def check_finite(page: Page, form: str) -> None:
+    """A page whose figures overflowed (huge weights, prices or bids) is refused, never sent with nulls."""
+    for name in ("value", "revenue", "worth"):
+        figures = getattr(page, name)
+        bad = ~np.isfinite(figures)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ServiceError(422, ["body", "objective"],
+                               f"the {name} of candidate {i} ({form}) is not a finite number: the objective's "
+                               "weights, prices or bids are too large")

@@ -1,17 +1,17 @@
 """The inference core shared by batch prediction and the HTTP service.
 
 :class:`Scorer` holds one loaded run (model in eval mode + its preprocessor) and turns raw rows into
-predictions in the units a user reads: probabilities for binary tasks and original units for regression
-(``log1p`` targets are mapped back with ``expm1``). Loading happens once; every call reuses the model and
+predictions in the units a user reads (probabilities, expected values in original units) through the run's
+one output mapping (:class:`msmtrec.tasks.OutputMapping`, the one ``MultiTaskModel.predict`` uses too).
+Loading happens once; every call reuses the model and
 runs under :func:`torch.inference_mode`, which skips autograd bookkeeping entirely.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from msmtrec.data.preprocessor import Preprocessor, TransformReport
+from msmtrec.data.records import RecordEncoder
 from msmtrec.data.schema import Batch, Schema, random_batch
 from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.runs import LoadedRun, load_run
@@ -30,9 +31,6 @@ SPECIALISE_MAX_SCENARIOS = 16
 
 Runner = Callable[[Batch], dict[str, torch.Tensor]]
 """A forward pass: a Batch in, raw outputs per task out (eager, TorchScript, compiled or ONNX Runtime)."""
-
-MISSING = object()
-"""Sentinel for a feature absent from a request (distinct from an explicit null, which means 'missing value')."""
 
 
 def default_threads() -> int:
@@ -57,23 +55,6 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
-def text_value(v: Any) -> str | None:
-    """A raw categorical value as the reader would have stored it (3, 3.0 and "3" are one category)."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        return str(int(v)) if v.is_integer() else str(v)
-    if isinstance(v, list | tuple):
-        return None if not v else "\x00".join(str(text_value(x)) for x in v)  # joined later with the spec sep
-    return str(v)
-
-
 @dataclass
 class Scored:
     """Predictions in output units (``{task: [n]}``), the encoded batch, and the transform report."""
@@ -94,17 +75,9 @@ class Scorer:
         self.model = run.model.eval()
         self.pre: Preprocessor = run.preprocessor
         self.schema: Schema = self.pre.schema
-        spec = self.pre.spec
         self.task_names = list(self.schema.task_names)
-        self.binary = [t.type == "binary" for t in self.schema.tasks]
-        self.log1p = {t.name: t.transform == "log1p" for t in spec.tasks}
-        self.required = self.pre.required_columns(with_labels=False)
-        self.sparse_columns = {f.name for f in spec.features.sparse} | {f.name for f in spec.features.sequence}
-        self.sequence_sep = {f.name: f.sep for f in spec.features.sequence}
-        raw = list(self.pre.scenarios)
-        names = spec.scenario.names or {}
-        # accept a scenario by its raw value or its display name
-        self.scenario_lookup: dict[str, str] = {**{names.get(s, s): s for s in raw}, **{s: s for s in raw}}
+        self.encoder = RecordEncoder(self.pre)  # request values → batch, the same encoding training uses
+        self.required = self.encoder.required  # feature columns every input needs (batch prediction checks them)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Scorer:
@@ -115,15 +88,6 @@ class Scorer:
         return self.run.model_name
 
     # ---------------------------------------------------------------------------------------- scoring
-
-    def resolve_scenario(self, scenario: Any) -> str:
-        """The raw scenario value for a request's scenario, or a DataError naming it and the known ones."""
-        key = text_value(scenario)
-        if key is None or key not in self.scenario_lookup:
-            raise DataError(
-                f"scenario {scenario!r} was never seen in training; the model knows {list(self.schema.scenarios)}"
-            )
-        return self.scenario_lookup[key]
 
     def use_onnx(self, path: str | Path | None = None, threads: int | None = None, atol: float = 1e-4) -> Path:
         """Run forward passes with ONNX Runtime (for deployments without PyTorch; about as fast as eager).
@@ -251,17 +215,9 @@ class Scorer:
             return self.model(batch)
 
     def outputs(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Model outputs mapped to output units, one float64 array per task."""
-        raw = self.forward(batch)
-        out: dict[str, np.ndarray] = {}
-        for name, is_bin in zip(self.task_names, self.binary, strict=True):
-            v = raw[name].double()
-            if is_bin:
-                out[name] = torch.sigmoid(v).numpy()
-            else:
-                x = v.numpy()
-                out[name] = np.expm1(x) if self.log1p.get(name) else x
-        return out
+        """Model outputs mapped to user units by the run's output mapping, one float64 array per task."""
+        raw = {name: v.double() for name, v in self.forward(batch).items()}
+        return {name: v.numpy() for name, v in self.model.output_mapping.apply(raw, batch.get("scenario")).items()}
 
     def score_frame(self, frame: pd.DataFrame, where: Callable[[Any], str] | None = None) -> Scored:
         """Raw rows (one column per feature, plus the scenario) → predictions in output units."""
@@ -274,87 +230,6 @@ class Scorer:
         with torch.inference_mode():
             weights = self.model.explain(batch)
         return {k: v.float().numpy() for k, v in weights.items()}
-
-    # ------------------------------------------------------------------------- request values → batch
-
-    def encode_records(
-        self,
-        scenario: str,
-        rows: Sequence[Mapping[str, Any]],
-        context: Mapping[str, Any] | None = None,
-        what: str = "records",
-    ) -> tuple[Batch, TransformReport]:
-        """Request rows merged with shared context → the model's batch, without building a DataFrame.
-
-        Each required feature is taken from the row if present, else from ``context``; a feature in
-        neither, or a numeric feature that is not a number, is a :class:`FeatureError` naming the row and
-        feature. A feature only the context has is converted and encoded once, then repeated.
-        """
-        ctx = context or {}
-        in_rows = set().union(*rows) if ctx else set()  # keys any row has (one C-level pass over all rows)
-        columns: dict[str, np.ndarray] = {}
-        for col in self.required:
-            shared = ctx.get(col, MISSING)
-            if shared is not MISSING and col not in in_rows:
-                columns[col] = self._column(col, [shared], lambda _i: ("context", None))
-                continue
-            values = [r.get(col, shared) for r in rows]
-            if shared is MISSING:
-                for i, v in enumerate(values):
-                    if v is MISSING:
-                        raise FeatureError(what, i, col, "missing required feature")
-
-            def locate(i: int, col: str = col) -> tuple[str, int | None]:
-                return ("context", None) if col in ctx and col not in rows[i] else (what, i)
-
-            columns[col] = self._column(col, values, locate)
-        return self.pre.encode(columns, self._scenario_code(scenario), len(rows))
-
-    def encode_columns(
-        self,
-        scenario: str,
-        features: Mapping[str, Sequence[Any]],
-        rows: int,
-        context: Mapping[str, Any] | None = None,
-        what: str = "candidate_columns",
-    ) -> tuple[Batch, TransformReport]:
-        """Columnar request values (one list of ``rows`` values per feature) plus shared context → batch.
-
-        A feature column wins over the context; a feature in neither, a column of the wrong length or a
-        non-numeric value of a numeric feature is a :class:`FeatureError` naming the feature (and row).
-        """
-        ctx = context or {}
-        columns: dict[str, np.ndarray] = {}
-        for col in self.required:
-            if col in features:
-                values = features[col]
-                if len(values) != rows:
-                    raise FeatureError(what, None, col, f"has {len(values)} values, expected {rows}, in feature")
-                columns[col] = self._column(col, list(values), lambda i: (what, i))
-            elif col in ctx:
-                columns[col] = self._column(col, [ctx[col]], lambda _i: ("context", None))
-            else:
-                raise FeatureError(what, None, col, "missing required feature")
-        return self.pre.encode(columns, self._scenario_code(scenario), rows)
-
-    def _column(self, col: str, values: list[Any], locate: Callable[[int], tuple[str, int | None]]) -> np.ndarray:
-        """Raw request values of one feature → the array :meth:`Preprocessor.encode` takes."""
-        if col in self.sparse_columns:
-            text = [v if type(v) is str else text_value(v) for v in values]
-            sep = self.sequence_sep.get(col)
-            if sep is not None:
-                text = [v.replace("\x00", sep) if isinstance(v, str) else v for v in text]
-            out = np.empty(len(text), dtype=object)
-            out[:] = text
-            return out
-        return _numeric(values, col, locate)
-
-    def _scenario_code(self, scenario: str) -> np.ndarray:
-        try:
-            return np.array([self.pre.scenarios.index(scenario)], dtype=np.int64)
-        except ValueError:
-            raise DataError(f"scenario {scenario!r} was never seen in training; "
-                            f"the model knows {list(self.schema.scenarios)}") from None
 
 
 def _unlabelled(batch: Batch) -> Batch:
@@ -381,30 +256,3 @@ def _forward_padded(model: Callable[[Batch], dict[str, torch.Tensor]], batch: Ba
         return model(batch)
     doubled = {k: torch.cat([v, v]) for k, v in batch.items()}
     return {k: v[:1] for k, v in model(doubled).items()}
-
-
-class FeatureError(DataError):
-    """A request row lacks a required feature or has a value of the wrong kind (names row and feature)."""
-
-    def __init__(self, what: str, index: int | None, column: str, problem: str) -> None:
-        self.what, self.index, self.column = what, index, column
-        where = what if index is None else f"{what}[{index}]"
-        super().__init__(f"{where}: {problem} {column!r}")
-
-
-def _numeric(values: list[Any], col: str, locate: Callable[[int], tuple[str, int | None]]) -> np.ndarray:
-    """Numbers as a float array (None → NaN, numeric strings parsed); anything else is a FeatureError
-    naming where the value came from (``locate(i)`` → the request part and row, or ``None`` for context)."""
-    try:
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        pass
-    for i, v in enumerate(values):
-        if v is None or isinstance(v, bool):
-            continue
-        try:
-            float(v)
-        except (TypeError, ValueError):
-            what, index = locate(i)
-            raise FeatureError(what, index, col, f"expected a number, got {v!r} for feature") from None
-    raise FeatureError("request", None, col, "expected numbers for feature")  # pragma: no cover - unreachable

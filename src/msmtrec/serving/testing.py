@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -61,3 +62,18 @@ def raw_rows(n: int = 1000, seed: int = 0) -> Any:
     raw = read_and_filter(load_spec("hillstrom"))
     frame = raw.frame.sample(n=n, random_state=seed)
     return frame[[c for c in frame.columns if not c.startswith("__")]].reset_index(drop=True)
+
+
+def assert_same_page(a: list[dict[str, Any]], b: list[dict[str, Any]], atol: float = 1e-5) -> None:
+    """Two pages from the same request agree: the same figures position by position (within ``atol``), and
+    candidates trade places only where they tie within ``atol`` (two backends may order identical candidates
+    differently when their scores differ in the last float bits)."""
+    assert len(a) == len(b), f"pages of {len(a)} and {len(b)} items"
+    for name in ("value", "worth"):
+        np.testing.assert_allclose([p[name] for p in a], [p[name] for p in b], atol=atol, err_msg=name)
+    assert [p["is_ad"] for p in a] == [p["is_ad"] for p in b]
+    worth_a = {p["index"]: p["worth"] for p in a}
+    for pa, pb in zip(a, b, strict=True):
+        if pa["index"] != pb["index"] and pb["index"] in worth_a:
+            assert abs(worth_a[pb["index"]] - pa["worth"]) <= atol, (
+                f"position {pa['position']}: candidate {pb['index']} is not tied with {pa['index']}")

@@ -6,6 +6,7 @@ up to 10 epochs with early stopping after 2 epochs without validation improvemen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from msmtrec.errors import ConfigError
@@ -15,6 +16,8 @@ LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 SCENARIO_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 MONITORS = ("auto", "mean_auc", "mean_gauc", "mean_logloss", "mean_rmse")
 DEVICES = ("auto", "cpu", "cuda")
+CALIBRATIONS = ("none", "platt", "isotonic")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass
@@ -55,6 +58,28 @@ class TrainConfig:
     scenario_weighting: str = "none"
     """Per-sample weights against scenario imbalance: ``none``, ``inverse_frequency`` or ``sqrt_inverse``
     (normalised so the mean sample weight over the training split is 1)."""
+    positive_weight: dict[str, float] | None = None
+    """Per binary task, the loss weight of positive rows (``train.positive_weight=buy:5``). The learned odds
+    grow by that factor; the output mapping removes it exactly (logit − log w)."""
+    negative_sampling: dict[str, float] | None = None
+    """Per binary task, the rate ``r`` in (0, 1] at which negative rows are kept in its loss term (for very
+    low positive rates; ``train.negative_sampling=buy:0.1``). Other tasks keep every row. Probabilities are
+    re-calibrated exactly: p = q / (q + (1 − q) / r)."""
+    calibration: str = "none"
+    """Post-hoc calibration fitted per scenario on the validation split after training: ``none``, ``platt``
+    or ``isotonic`` (binary tasks; ``ziln`` tasks get a per-scenario mean scale). Stored in the run's
+    ``output_mapping.json`` and applied by predict, export runtimes and the service."""
+    lr_schedule: str = "constant"
+    """``constant``, ``cosine`` (to ``lr · min_lr_ratio`` at the last step of ``max_epochs``) or ``step``
+    (× ``lr_gamma`` every ``lr_step_epochs`` epochs); any of them after ``warmup_steps`` of linear warm-up."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear learning-rate warm-up from ~0 to ``lr``."""
+    lr_step_epochs: int = 1
+    """Epochs between two decays of the ``step`` schedule."""
+    lr_gamma: float = 0.5
+    """Decay factor of the ``step`` schedule."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of the ``cosine`` schedule, as a fraction of ``lr``."""
     eval_batch_size: int = 8192
     """Rows per forward pass when evaluating (no gradients, so larger than the training batch)."""
     checkpoint_every: int = 100
@@ -72,6 +97,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.task_weights, str):
             self.task_weights = _parse_weights(self.task_weights)
+        if isinstance(self.positive_weight, str):
+            self.positive_weight = _parse_weights(self.positive_weight, "positive_weight")
+        if isinstance(self.negative_sampling, str):
+            self.negative_sampling = _parse_weights(self.negative_sampling, "negative_sampling")
+        for task, w in (self.positive_weight or {}).items():
+            if not w > 0:
+                raise ConfigError(f"train.positive_weight: {task}: must be > 0, got {w}")
+        for task, r in (self.negative_sampling or {}).items():
+            if not 0 < r <= 1:
+                raise ConfigError(f"train.negative_sampling: {task}: the keep rate must be in (0, 1], got {r}")
         if isinstance(self.embedding_lr, str):
             # Configs built directly (not through ``build_config``) may still carry the raw ``--set`` string.
             text = self.embedding_lr.strip().lower()
@@ -85,6 +120,8 @@ class TrainConfig:
             ("scenario_weighting", self.scenario_weighting, SCENARIO_WEIGHTINGS),
             ("monitor", self.monitor, MONITORS),
             ("device", self.device, DEVICES),
+            ("calibration", self.calibration, CALIBRATIONS),
+            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -93,7 +130,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",
-                        "embedding_weight_decay")
+                        "embedding_weight_decay", "warmup_steps", "min_lr_ratio")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
@@ -106,17 +143,38 @@ class TrainConfig:
             raise ConfigError(f"train.task_weights: unknown task(s) {unknown}; tasks: {task_names}")
         return [float(given.get(n, d)) for n, d in zip(task_names, defaults, strict=True)]
 
+    def check_sampling(self, tasks: list) -> None:
+        """``positive_weight`` / ``negative_sampling`` name binary tasks of the schema, and only those."""
+        from msmtrec.tasks import kind_of
 
-def _parse_weights(text: str) -> dict[str, float]:
+        probability = {t.name for t in tasks if kind_of(t).probability}
+        for key in ("positive_weight", "negative_sampling"):
+            wrong = sorted(set(getattr(self, key) or {}) - probability)
+            if wrong:
+                raise ConfigError(f"train.{key}: {wrong} are not binary tasks; binary tasks: {sorted(probability)}")
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """Learning-rate multiplier at optimiser step ``step`` (0-based): a pure function, so resume is exact."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.lr_schedule == "cosine":
+            total = max(self.max_epochs * steps_per_epoch - self.warmup_steps, 1)
+            t = min(max(step - self.warmup_steps, 0) / total, 1.0)
+            return warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+        if self.lr_schedule == "step":
+            return warm * self.lr_gamma ** ((step // max(steps_per_epoch, 1)) // max(self.lr_step_epochs, 1))
+        return warm
+
+
+def _parse_weights(text: str, key: str = "task_weights") -> dict[str, float]:
     out: dict[str, float] = {}
     for part in text.strip("{}").split(","):
         if not part.strip():
             continue
         if ":" not in part:
-            raise ConfigError(f"train.task_weights: expected task:weight pairs, got {text!r}")
+            raise ConfigError(f"train.{key}: expected task:value pairs, got {text!r}")
         name, value = part.split(":", 1)
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise ConfigError(f"train.task_weights: {value.strip()!r} is not a number") from None
+            raise ConfigError(f"train.{key}: {value.strip()!r} is not a number") from None
     return out

@@ -1,24 +1,31 @@
-"""The multi-task loss: one formula for every model, driven by the schema's task types only.
+"""The multi-task loss: one formula for every model; each task's term comes from its kind.
 
-Binary tasks use BCE-with-logits on the exposure-space logit the model returns. For a funnel task the
-model already returns ``logit(p(parent) · p(child | parent))``, so plain BCE on the funnel label *is* the
-ESMM loss and nothing here depends on which model is being trained. Regression tasks use (weighted) MSE.
+Every per-row term is :meth:`msmtrec.tasks.TaskKind.loss`: BCE-with-logits on the exposure-space logit
+for binary tasks (for a funnel task the model already returns ``logit(p(parent) · p(child | parent))``,
+so plain BCE on the funnel label *is* the ESMM loss), squared error for regression, BCE + log-normal NLL
+for ``ziln``. Nothing here depends on which model is being trained.
 
 Options:
 * per-task weights (default ``Task.weight`` from the schema);
 * uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018) with a learned log-variance ``s_t`` per task:
-  ``exp(-s_t)·L_t + s_t/2`` for binary and ``exp(-s_t)·L_t/2 + s_t/2`` for regression tasks;
+  ``exp(-s_t)·c_t·L_t + s_t/2`` with the kind's ``loss_scale`` ``c_t`` (1 for binary, 1/2 for regression);
+* a positive-class weight and negative down-sampling per binary task (``positive_weight``,
+  ``negative_keep``): a negative row's term is kept with probability ``r`` in training mode; the
+  probabilities are re-calibrated exactly by the logit offset of :func:`sampling_logit_offset`;
 * per-sample scenario weights against scenario imbalance, normalised to mean 1 over the training split so
   the loss keeps its scale and the learning rate keeps its meaning.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from msmtrec.data.schema import Schema
+from msmtrec.tasks import kind_of
 
 
 def scenario_weights(
@@ -59,11 +66,21 @@ class MultiTaskLoss(nn.Module):
         task_weights: list[float],
         weighting: str = "fixed",
         scenario_weight: torch.Tensor | None = None,
+        positive_weight: dict[str, float] | None = None,
+        negative_keep: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.task_names = schema.task_names
         self.register_buffer("task_weight", torch.tensor(task_weights, dtype=torch.float32))
-        self.register_buffer("is_binary", torch.tensor([t.type == "binary" for t in schema.tasks]))
+        self.kinds = [kind_of(t) for t in schema.tasks]
+        self.register_buffer(
+            "loss_scale", torch.tensor([k.loss_scale for k in self.kinds], dtype=torch.float32), persistent=False
+        )
+        pos = [float((positive_weight or {}).get(n, 1.0)) for n in self.task_names]
+        keep = [float((negative_keep or {}).get(n, 1.0)) for n in self.task_names]
+        # settings, not state: kept out of the state dict so checkpoints stay loadable whatever they are
+        self.register_buffer("positive_weight", torch.tensor(pos) if any(w != 1.0 for w in pos) else None, False)
+        self.register_buffer("negative_keep", torch.tensor(keep) if any(r < 1.0 for r in keep) else None, False)
         self.register_buffer(
             "scenario_weight", scenario_weight.float() if scenario_weight is not None else None
         )
@@ -74,19 +91,40 @@ class MultiTaskLoss(nn.Module):
     def forward(
         self, outputs: dict[str, torch.Tensor], labels: torch.Tensor, scenario: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = torch.stack([outputs[n] for n in self.task_names], dim=1).float()
         known = ~torch.isnan(labels)
         y = torch.nan_to_num(labels.float(), nan=0.0)
-        # Both formulas are finite for any input, so torch.where never mixes a NaN/inf gradient in.
-        bce = F.binary_cross_entropy_with_logits(pred, y * self.is_binary, reduction="none")
-        per_row = torch.where(self.is_binary, bce, (pred - y) ** 2)
+        # Every kind's term is finite for any input, so masking by weight never mixes a NaN/inf gradient in.
+        pairs = enumerate(zip(self.task_names, self.kinds, strict=True))
+        per_row = torch.stack([k.loss(outputs[n].float(), y[:, j]) for j, (n, k) in pairs], dim=1)
         w = known.to(per_row.dtype)
+        if self.positive_weight is not None:
+            w = w * torch.where(y > 0, self.positive_weight, 1.0)
+        if self.negative_keep is not None and self.training:
+            w = w * ((y > 0) | (torch.rand_like(y) < self.negative_keep)).to(w.dtype)
         if self.scenario_weight is not None:
             w = w * self.scenario_weight[scenario].unsqueeze(1)
         per_task = (per_row * w).sum(0) / known.sum(0).clamp(min=1)
         if self.log_var is not None:
-            scale = torch.where(self.is_binary, 1.0, 0.5)
-            terms = scale * torch.exp(-self.log_var) * per_task + 0.5 * self.log_var
+            terms = self.loss_scale * torch.exp(-self.log_var) * per_task + 0.5 * self.log_var
         else:
             terms = per_task
         return (self.task_weight * terms).sum(), per_task
+
+
+def sampling_logit_offset(positive_weight: float = 1.0, negative_keep: float = 1.0) -> float:
+    """The exact logit correction of training with weighted positives and down-sampled negatives.
+
+    Keeping negatives at rate ``r`` and weighting positives by ``w`` multiplies the learned odds by
+    ``w / r``; so ``p = q / (q + (1 - q) / r)`` (for ``w = 1``), i.e. ``logit p = logit q + log r - log w``.
+    """
+    return math.log(negative_keep) - math.log(positive_weight)
+
+
+def sampling_offsets(config: Any, schema: Schema) -> dict[str, dict[str, float]]:
+    """``{task: {"logit_offset": ...}}`` for the binary tasks a train config re-weights or down-samples."""
+    pos, keep = config.positive_weight or {}, config.negative_sampling or {}
+    return {
+        name: {"logit_offset": sampling_logit_offset(float(pos.get(name, 1.0)), float(keep.get(name, 1.0)))}
+        for name in schema.task_names
+        if name in pos or name in keep
+    }

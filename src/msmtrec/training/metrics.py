@@ -25,12 +25,18 @@ average ranks for ties), not a histogram approximation.
       "by_scenario": {SCENARIO: {TASK: CELL, ...}, ...}
     }
 
-A binary-task CELL is ``{"rows", "positives", "auc", "gauc", "logloss", "pred_mean", "label_mean"}``; a
-regression-task CELL is ``{"rows", "rmse", "mae", "pred_mean", "label_mean"}``. ``auc`` is null when the
-cell holds a single class; ``gauc`` (impression-weighted mean of per-user AUC over users with both
-classes) is null when there is no ``user_id`` or no user has both classes. ``pred_mean`` is the mean
-predicted probability (binary) or value (regression). Rows whose label is NaN are left out of that task.
-Cells of scenarios with no rows report ``rows: 0`` and null values.
+Each CELL comes from the task's kind (:mod:`msmtrec.tasks`). A binary-task CELL is ``{"rows", "positives",
+"auc", "gauc", "logloss", "pred_mean", "label_mean", "calibration", "ece"}``: ``auc``/``gauc``/``logloss``
+score the model's raw logits, ``pred_mean`` (mean probability), ``calibration`` (pred_mean / label_mean)
+and ``ece`` (expected calibration error, 10 equal-mass bins) the probabilities a user receives (after the
+run's calibrator, if any). A regression-task CELL is ``{"rows", "rmse", "mae", "pred_mean", "label_mean",
+"pred_mean_units", "label_mean_units", "mean_ratio"}``: rmse/mae/pred_mean/label_mean in the (transformed)
+target space, the ``*_units`` means and their ``mean_ratio`` in original units after the run's bias
+correction. A ``ziln`` CELL is ``{"rows", "positives", "rmse", "mae", "buy_auc", "pred_mean_units",
+"label_mean_units", "mean_ratio"}``, all in original units. ``auc`` is null when the cell holds a single
+class; ``gauc`` (impression-weighted mean of per-user AUC over users with both classes) is null when there
+is no ``user_id`` or no user has both classes. Rows whose label is NaN are left out of that task. Cells of
+scenarios with no rows report ``rows: 0`` and null values.
 """
 
 from __future__ import annotations
@@ -46,105 +52,23 @@ from torch import nn
 
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Schema
+from msmtrec.tasks import OutputMapping, kind_of
+from msmtrec.tasks.binary import binary_cell
+from msmtrec.tasks.regression import regression_cell
+from msmtrec.tasks.scores import auc, expected_calibration_error, gauc
 
-
-def _grouped_auc(
-    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AUC of every group at once: (auc per group, rows per group, whether the group has both classes).
-
-    Rows are sorted by (group, score); the average rank of each row inside its group comes from the
-    start/end positions of its tie block, and per-group rank sums of positives are a ``bincount``. The
-    Mann–Whitney identity AUC = (R⁺ − P(P+1)/2) / (P·N) then gives every group's AUC without a loop.
-    """
-    n = scores.shape[0]
-    if n == 0:
-        empty = np.zeros(0)
-        return empty, empty.astype(np.int64), empty.astype(bool)
-    scores = scores.astype(np.float64, copy=False)
-    y = labels.astype(np.float64, copy=False)
-    if groups is None:
-        order = np.argsort(scores, kind="stable")
-        g = np.zeros(n, dtype=np.int64)
-    else:
-        order = np.lexsort((scores, groups))
-        g = groups[order]
-    s, y = scores[order], y[order]
-    new_group = np.empty(n, dtype=bool)
-    new_group[0] = True
-    new_group[1:] = g[1:] != g[:-1]
-    group_id = np.cumsum(new_group) - 1
-    group_start = np.flatnonzero(new_group)
-    new_tie = new_group.copy()
-    new_tie[1:] |= s[1:] != s[:-1]
-    tie_id = np.cumsum(new_tie) - 1
-    tie_start = np.flatnonzero(new_tie)
-    tie_end = np.append(tie_start[1:], n) - 1
-    rank = (tie_start + tie_end)[tie_id] / 2.0 - group_start[group_id] + 1.0
-    n_groups = group_start.shape[0]
-    size = np.bincount(group_id, minlength=n_groups)
-    pos = np.bincount(group_id, weights=y, minlength=n_groups)
-    neg = size - pos
-    rank_sum = np.bincount(group_id, weights=rank * y, minlength=n_groups)
-    valid = (pos > 0) & (neg > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = np.where(valid, (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg), np.nan)
-    return auc, size, valid
-
-
-def auc(labels: np.ndarray | torch.Tensor, scores: np.ndarray | torch.Tensor) -> float | None:
-    """Exact ROC AUC with ties counted as half (average ranks); ``None`` when only one class is present."""
-    a, _, valid = _grouped_auc(_np(labels), _np(scores))
-    return float(a[0]) if valid.size and valid[0] else None
-
-
-def gauc(
-    labels: np.ndarray | torch.Tensor, scores: np.ndarray | torch.Tensor, users: np.ndarray | torch.Tensor
-) -> float | None:
-    """Group AUC: per-user AUC averaged with weights = the user's rows, over users having both classes."""
-    a, size, valid = _grouped_auc(_np(labels), _np(scores), _np(users).astype(np.int64))
-    if not valid.any():
-        return None
-    w = size[valid].astype(np.float64)
-    return float((a[valid] * w).sum() / w.sum())
-
-
-def binary_cell(
-    labels: np.ndarray, logits: np.ndarray, users: np.ndarray | None = None
-) -> dict[str, float | int | None]:
-    """Metrics of one binary cell from exposure-space logits (ranking on logits avoids sigmoid ties)."""
-    n = int(labels.shape[0])
-    if n == 0:
-        return {"rows": 0, "positives": 0, "auc": None, "gauc": None, "logloss": None,
-                "pred_mean": None, "label_mean": None}
-    x = logits.astype(np.float64)
-    y = labels.astype(np.float64)
-    logloss = float(np.mean(np.logaddexp(0.0, x) - y * x))
-    prob = 1.0 / (1.0 + np.exp(-x))
-    return {
-        "rows": n,
-        "positives": int(y.sum()),
-        "auc": auc(y, x),
-        "gauc": gauc(y, x, users) if users is not None else None,
-        "logloss": logloss,
-        "pred_mean": float(prob.mean()),
-        "label_mean": float(y.mean()),
-    }
-
-
-def regression_cell(labels: np.ndarray, preds: np.ndarray) -> dict[str, float | int | None]:
-    """RMSE / MAE of one regression cell in the model's (transformed) target space."""
-    n = int(labels.shape[0])
-    if n == 0:
-        return {"rows": 0, "rmse": None, "mae": None, "pred_mean": None, "label_mean": None}
-    err = preds.astype(np.float64) - labels.astype(np.float64)
-    return {
-        "rows": n,
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "pred_mean": float(preds.astype(np.float64).mean()),
-        "label_mean": float(labels.astype(np.float64).mean()),
-    }
+__all__ = [
+    "Predictions",
+    "auc",
+    "binary_cell",
+    "compute_metrics",
+    "expected_calibration_error",
+    "format_table",
+    "gauc",
+    "monitor_value",
+    "predict_split",
+    "regression_cell",
+]
 
 
 @dataclass
@@ -194,23 +118,29 @@ def predict_split(
     )
 
 
-def compute_metrics(schema: Schema, preds: Predictions) -> dict[str, Any]:
-    """``overall``, ``by_scenario`` and the ``mean_*`` summaries (see the module docstring)."""
+def compute_metrics(schema: Schema, preds: Predictions, mapping: OutputMapping | None = None) -> dict[str, Any]:
+    """``overall``, ``by_scenario`` and the ``mean_*`` summaries (see the module docstring).
+
+    Each cell comes from the task's kind, which sees the labels, the raw outputs and the outputs in user
+    units (mapped by ``mapping``, default the identity mapping: sigmoid / expm1).
+    """
+    mapping = mapping or OutputMapping.identity(schema)
+    units_all = mapping.apply_numpy(preds.outputs, preds.scenario)
     overall: dict[str, Any] = {}
     by_scenario: dict[str, dict[str, Any]] = {s: {} for s in schema.scenarios}
     cell_means: dict[str, list[float]] = {"auc": [], "gauc": [], "logloss": [], "rmse": []}
     scen_masks = [preds.scenario == i for i in range(schema.num_scenarios)]
     for j, task in enumerate(schema.tasks):
+        kind = kind_of(task)
         y_all = preds.labels[:, j]
         out_all = preds.outputs[task.name]
+        units = units_all[task.name]
         known = ~np.isnan(y_all)
 
-        def cell(mask: np.ndarray, task_type: str = task.type, y_all: np.ndarray = y_all,
-                 out_all: np.ndarray = out_all) -> dict[str, Any]:
-            if task_type == "binary":
-                users = preds.user_id[mask] if preds.user_id is not None else None
-                return binary_cell(y_all[mask], out_all[mask], users)
-            return regression_cell(y_all[mask], out_all[mask])
+        def cell(mask: np.ndarray, y_all: np.ndarray = y_all, out_all: np.ndarray = out_all,
+                 units: np.ndarray = units, kind: Any = kind, transform: str = task.transform) -> dict[str, Any]:
+            users = preds.user_id[mask] if preds.user_id is not None else None
+            return kind.cell(y_all[mask], out_all[mask], units[mask], users, transform)
 
         overall[task.name] = cell(known)
         for s_name, s_mask in zip(schema.scenarios, scen_masks, strict=True):
@@ -240,14 +170,25 @@ def monitor_value(metrics: Mapping[str, Any], monitor: str) -> float:
 
 
 def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
-    """Scenarios × tasks: AUC for binary tasks, RMSE for regression, and the row count of each scenario."""
-    heads = [f"{t.name} {'AUC' if t.type == 'binary' else 'RMSE'}" for t in schema.tasks]
-    header = ["scenario", "rows", *heads]
+    """Scenarios × tasks: each task's headline metric (AUC, RMSE) and its calibration in user units.
+
+    A probability task shows ``cal`` (mean predicted / observed rate) and ``ECE``; a value task shows
+    ``ratio`` (mean prediction / mean label in original units). 1.0 means calibrated on average.
+    """
+    columns: list[tuple[str, str, str]] = []  # (header, task, cell key)
+    for t in schema.tasks:
+        kind = kind_of(t)
+        columns.append((f"{t.name} {kind.headline.upper()}", t.name, kind.headline))
+        if kind.probability:
+            columns += [(f"{t.name} cal", t.name, "calibration"), (f"{t.name} ECE", t.name, "ece")]
+        else:
+            columns.append((f"{t.name} ratio", t.name, "mean_ratio"))
+    header = ["scenario", "rows", *(c[0] for c in columns)]
     rows: list[list[str]] = []
     sections = [*((s, metrics["by_scenario"][s]) for s in schema.scenarios), ("overall", metrics["overall"])]
     for name, cells in sections:
         first = cells[schema.tasks[0].name] if schema.tasks else {"rows": 0}
-        vals = [_fmt(cells[t.name].get("auc" if t.type == "binary" else "rmse")) for t in schema.tasks]
+        vals = [_fmt(cells[task].get(key)) for _, task, key in columns]
         rows.append([name, str(first["rows"]), *vals])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 

@@ -11,6 +11,8 @@ arguments and calls these functions. A run directory holds:
 ``model.pt``           best-validation weights: a plain state dict (``torch.load(weights_only=True)``).
 ``last.pt``            resumable training state (see :mod:`msmtrec.training.trainer`).
 ``history.csv``        one row per epoch: train loss per task, validation metrics, monitored value.
+``output_mapping.json`` post-hoc output parameters fitted on the validation split (regression bias
+                       correction, calibrators, sampling offsets; see :mod:`msmtrec.tasks.mapping`).
 ``metrics.json``       test-split metrics (schema in :mod:`msmtrec.training.metrics`).
 
 Data specs: a shipped dataset name (``hillstrom``), a spec YAML path, a directory written by
@@ -37,6 +39,7 @@ from msmtrec.data.planted import planted_batch
 from msmtrec.data.schema import Schema, Task, synthetic_schema
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel, build_model, config_dict, model_class
+from msmtrec.tasks import OutputMapping
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, init_distributed, shutdown_distributed
@@ -48,9 +51,31 @@ SCHEMA_FILE = runs.SCHEMA
 METRICS_FILE = runs.METRICS
 PREPROCESSOR_FILE = runs.PREPROCESSOR
 _CONFIG_KEYS = (
-    "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version"
+    "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version",
+    "lineage",
 )
 _RAW_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".zip", ".bz2", ".xz")
+
+
+@dataclass
+class WarmStart:
+    """``train --init-from``: the finished parent run and how to extend it (see :mod:`msmtrec.training.warm_start`)."""
+
+    parent: runs.LoadedRun
+    dense: str = "keep"
+    new_scenario: str = "mean"
+
+    def lineage(self, data: str) -> dict[str, Any]:
+        """What the child run records about where it came from."""
+        parent_lineage = self.parent.config.get("lineage") or {}
+        return {
+            "parent": str(self.parent.path.resolve()),
+            "parent_data": self.parent.config.get("data"),
+            "data": data,
+            "generation": int(parent_lineage.get("generation", 0)) + 1,
+            "dense": self.dense,
+            "new_scenario": self.new_scenario,
+        }
 
 
 @dataclass
@@ -97,12 +122,27 @@ def _pipeline() -> Any:
     return pipeline
 
 
-def load_data(spec: str, seed: int = 0, sample: int | None = None, stream: bool = False) -> LoadedData:
+def load_data(
+    spec: str, seed: int = 0, sample: int | None = None, stream: bool = False, warm: WarmStart | None = None
+) -> LoadedData:
     """Encoded splits for ``spec`` (see the module docstring for the accepted forms).
 
     With ``stream`` the spec's Parquet files are split by whole files, the training split is streamed
     row group by row group (memory bounded whatever its size) and valid / test are loaded into memory.
+    With ``warm`` the parent run's encoders are extended with the new rows instead of refitted.
     """
+    if warm is not None:
+        if stream or spec.startswith("planted") or (Path(spec).is_dir() and (Path(spec) / PREPROCESSOR_FILE).exists()):
+            raise ConfigError(f"--init-from needs --data as a spec over raw files (not --stream, planted or a "
+                              f"prepared folder), got {spec!r}")
+        prepared = _pipeline().prepare_dataset(spec, seed=seed, sample=sample, extend=warm.parent.preprocessor,
+                                               extend_dense=warm.dense)
+        if "extension" in prepared.report:
+            ext = prepared.report["extension"]
+            grown = ", ".join(f"{k} +{v}" for k, v in ext["appended"].items() if v) or "none"
+            print(f"warm start from {warm.parent.path}: vocabulary grown: {grown}; new scenarios: "
+                  f"{', '.join(ext['new_scenarios']) or 'none'}; dense statistics: {ext['dense']}")
+        return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
     if stream:
         return _load_streamed(spec, sample)
     if spec == "planted" or spec.startswith("planted:"):
@@ -207,9 +247,26 @@ def train(
     sample: int | None = None,
     resume: bool = False,
     stream: bool = False,
+    init_from: str | Path | None = None,
+    warm_dense: str = "keep",
+    new_scenario: str = "mean",
 ) -> dict[str, Any]:
-    """Train into ``out`` (or continue it with ``resume``); returns the test metrics (every rank)."""
+    """Train into ``out`` (or continue it with ``resume``); returns the test metrics (every rank).
+
+    ``init_from`` warm-starts from a finished run: its model name and config are the defaults, its encoders
+    are extended with the new data and its weights carried over (:mod:`msmtrec.training.warm_start`).
+    """
     out = Path(out)
+    warm = None
+    if init_from is not None:
+        if resume:
+            raise ConfigError("--init-from starts a new run; it cannot be combined with --resume")
+        warm = WarmStart(runs.load_run(init_from), warm_dense, new_scenario)
+        model_name = model_name or warm.parent.model_name
+        if model_name != warm.parent.model_name:
+            raise ConfigError(
+                f"--init-from {init_from}: the parent is a {warm.parent.model_name} run, not {model_name}"
+            )
     if resume:
         if not (out / CONFIG_FILE).exists():
             raise ConfigError(f"--resume {out}: no {CONFIG_FILE} there; not a run directory")
@@ -228,7 +285,8 @@ def train(
     sample = sample if sample is not None else cfg.get("sample")
     stream = bool(stream or cfg.get("stream"))
     model_set, train_set = split_overrides(sets or {}, model_name)
-    model_over = {**(cfg.get("model") or {}), **model_set}
+    parent_model = runs.model_overrides(warm.parent.config) if warm is not None else {}
+    model_over = {**parent_model, **(cfg.get("model") or {}), **model_set}
     train_cfg = build_config(TrainConfig, {**(cfg.get("train") or {}), **train_set}, where="train")
     model_class(model_name)  # fail on an unknown model before reading any data
 
@@ -238,9 +296,13 @@ def train(
         ctx.barrier()  # every rank looks before rank 0 writes anything
         if taken and not resume:
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
-        loaded = load_data(data, seed=seed, sample=sample, stream=stream)
+        loaded = load_data(data, seed=seed, sample=sample, stream=stream, warm=warm)
         seed_everything(seed)
         model = build_model(model_name, loaded.schema, model_over)
+        if warm is not None:
+            from msmtrec.training.warm_start import transfer_state
+
+            print(transfer_state(warm.parent.model, model, warm.new_scenario).summary())
         if ctx.is_main and not resume:
             out.mkdir(parents=True, exist_ok=True)
             resolved = {
@@ -255,6 +317,8 @@ def train(
                 "world_size": ctx.world_size,
                 "msmtrec_version": msmtrec.__version__,
             }
+            if warm is not None:
+                resolved["lineage"] = warm.lineage(str(data))
             io.save_json(loaded.schema.to_dict(), out / SCHEMA_FILE)
             if loaded.preprocessor is not None:
                 loaded.preprocessor.save(out)
@@ -262,6 +326,9 @@ def train(
         ctx.barrier()
         trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
+        model.output_mapping = fit_output_mapping(trainer, model, loaded.splits["valid"])
+        if ctx.is_main:
+            model.output_mapping.save(out)
         test = trainer.evaluate(model, loaded.splits["test"])
         metrics = {
             "split": "test",
@@ -286,6 +353,19 @@ def train(
         return metrics
     finally:
         shutdown_distributed()
+
+
+def fit_output_mapping(trainer: Trainer, model: MultiTaskModel, valid: TensorDataset) -> OutputMapping:
+    """Fit the run's output mapping on the validation split (bias correction, calibrators); never on test.
+
+    The sampling offsets the trainer set (down-sampled negatives, weighted positives) are kept as the base
+    the calibrators are fitted on top of.
+    """
+    preds = trainer.predict(model, valid)
+    return OutputMapping.fit(
+        model.schema, preds.outputs, preds.labels, preds.scenario, trainer.config.calibration,
+        base=model.output_mapping.params,
+    )
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -346,7 +426,7 @@ def evaluate(
         "dataset": name,
         "seed": cfg.get("seed"),
         "params": model.num_parameters(),
-        **compute_metrics(model.schema, preds),
+        **compute_metrics(model.schema, preds, model.output_mapping),
     }
     return metrics
 

@@ -40,10 +40,11 @@ from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import WEIGHTS
+from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
-from msmtrec.training.loss import MultiTaskLoss, scenario_weights
+from msmtrec.training.loss import MultiTaskLoss, sampling_offsets, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
 
 TrainSplit = TensorDataset | ParquetStream
@@ -183,7 +184,7 @@ class Trainer:
 
     def evaluate(self, model: MultiTaskModel, dataset: TensorDataset) -> dict[str, Any]:
         """Metrics of ``dataset`` (see :mod:`msmtrec.training.metrics`); identical on every rank."""
-        return compute_metrics(model.schema, self.predict(model, dataset))
+        return compute_metrics(model.schema, self.predict(model, dataset), model.output_mapping)
 
     # ------------------------------------------------------------------ training
     def fit(self, model: MultiTaskModel, splits: dict[str, TrainSplit], resume: bool = False) -> FitResult:
@@ -204,9 +205,13 @@ class Trainer:
         train, batch_size = self._local_train(train_full)
         sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
-        loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw)
+        cfg.check_sampling(list(schema.tasks))
+        loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw, cfg.positive_weight, cfg.negative_sampling)
+        model.output_mapping = OutputMapping(schema, sampling_offsets(cfg, schema))  # exact re-calibration
         module = TrainingModule(model, loss).to(self.device)
         optimizer = build_optimizer(module, cfg)
+        base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
+        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         n_tasks = len(schema.tasks)
@@ -265,6 +270,10 @@ class Trainer:
                 total.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                if scheduled:
+                    factor = cfg.lr_factor(state.global_step, n_batches)
+                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base * factor
                 optimizer.step()
 
                 n = int(batch["labels"].shape[0])
@@ -418,8 +427,7 @@ class Trainer:
         for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
-            keys = ("auc", "gauc", "logloss") if task.type == "binary" else ("rmse", "mae")
-            for k in keys:
+            for k in kind_of(task).history_keys:
                 row[f"valid/{task.name}/{k}"] = metrics["overall"][task.name].get(k)
         return row
 
