@@ -3,7 +3,8 @@
 Each run trains one HEF config with the trainer (early stopping on the validation mean AUC) and records the
 best validation metrics, the epochs used and the train time as one JSON line in ``--out``; runs already
 in that file are skipped, so a killed job resumes where it stopped. ``--table`` prints the ablation table
-(mean ± std over seeds of the validation mean AUC per dataset, and Δ against the ``default`` row).
+(mean ± std over seeds of the validation mean AUC per dataset, and the mean paired Δ against the
+``default`` row over the seeds both have).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nohup nice -n 10 python benchmarks/hef_ablation.py \\
         --datasets hillstrom census_kdd census_kdd@cow synthetic --seeds 0 1 2 --variants default no-attention \\
@@ -110,9 +111,11 @@ def table(path: Path) -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     cell: dict[tuple[str, str], list[float]] = {}
+    by_seed: dict[tuple[str, str], dict[int, float]] = {}
     for r in rows:
         if r["valid_mean_auc"] is not None:
             cell.setdefault((r["variant"], r["dataset"]), []).append(r["valid_mean_auc"])
+            by_seed.setdefault((r["variant"], r["dataset"]), {})[r["seed"]] = r["valid_mean_auc"]
     lines = ["| variant | config | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
     for v in variants:
         config = next(r["config"] for r in rows if r["variant"] == v)
@@ -126,7 +129,10 @@ def table(path: Path) -> str:
             sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
             text = f"{statistics.mean(xs):.4f} ± {sd:.4f} (n={len(xs)})"
             if v != "default" and base:
-                text += f" Δ {statistics.mean(xs) - statistics.mean(base):+.4f}"
+                mine, ref = by_seed[(v, d)], by_seed[("default", d)]
+                paired = [mine[k] - ref[k] for k in mine if k in ref]
+                if paired:  # Δ against the default on the same seeds (same split, same initial draws)
+                    text += f" Δ {statistics.mean(paired):+.4f} ({len(paired)} paired)"
             parts.append(text)
         lines.append(f"| {v} | `{json.dumps(config)}` | " + " | ".join(parts) + " |")
     return "\n".join(lines)

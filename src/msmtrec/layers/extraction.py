@@ -284,7 +284,7 @@ class GroupedExtractionLayer(nn.Module):
         same as the unfused gate's ``-inf`` mask), padded to one length with a ``-inf`` row. The pool of
         probabilities is the padded softmax, then (final level) the caller's group weights ``[T·3]``.
         Effective weights are ``pool[within] · pool[group]``; columns place them over the level's N experts
-        (shared, scenario, task 0 … T-1), with a zero row for experts a gate does not see.
+        (shared, task 0 … T-1, scenario), with a zero row for experts a gate does not see.
         """
         gates = self._gates()
         n_tasks = len(self.task_names)
@@ -316,14 +316,15 @@ class GroupedExtractionLayer(nn.Module):
         group_base = len(segments) * length
         within_index, group_index, columns, entries, shared_rows = [], [], [], [], []
         needs_group_weights = False
-        ns, nc, nt = self.num_shared, self.num_scenario, self.num_task
+        ns, nt = self.num_shared, self.num_task
         for g, ((key, _gate), (within, selector)) in enumerate(zip(gates, layout, strict=True)):
             first = len(within_index)
-            offsets = {"shared": 0, "scenario": ns}
+            # expert layout: shared, task 0 … task T-1, scenario (shared + task experts come out of one matmul)
+            offsets = {"shared": 0, "scenario": ns + n_tasks * nt}
             if key.startswith("task:"):
-                offsets["task"] = ns + nc + g * nt  # task gates come first, in task order
+                offsets["task"] = ns + g * nt  # task gates come first, in task order
             else:
-                offsets["task"] = ns + nc
+                offsets["task"] = ns
             column = [-1] * self.num_experts
             for grp, rows in within.items():
                 if selector is not None:
@@ -454,7 +455,7 @@ class GroupedExtractionLayer(nn.Module):
         scenario_input: torch.Tensor,
         scenario: torch.Tensor,
     ) -> torch.Tensor:
-        """All experts of the level, ``[B, N, d]`` in the order shared, scenario, task 0 … task T-1."""
+        """All experts of the level, ``[B, N, d]`` in the order shared, task 0 … task T-1, scenario."""
         batch = shared_input.shape[0]
         shared_bank = self.shared_experts
         task_banks = list(self.task_experts) if self.task_experts is not None else []
@@ -465,18 +466,14 @@ class GroupedExtractionLayer(nn.Module):
             w = torch.cat([f[0] for f in flat], dim=1)
             b = torch.cat([f[1] for f in flat])
             st = torch.addmm(b, shared_input, w).view(batch, -1, shared_bank.sizes[1])
-            sh, tk = st[:, : self.num_shared], st[:, self.num_shared :]
+            parts = [st]  # kept whole: slicing it and concatenating again costs a copy and two zero-fills backward
         else:
             sh = torch.addmm(flat[0][1], shared_input, flat[0][0]).view(batch, self.num_shared, -1)
             pairs = zip(flat[1:], task_inputs, strict=True) if task_banks else []
-            tks = [torch.addmm(f[1], x, f[0]).view(batch, self.num_task, -1) for f, x in pairs]
-            tk = torch.cat(tks, dim=1) if tks else None
-        parts = [sh]
+            parts = [sh, *(torch.addmm(f[1], x, f[0]).view(batch, self.num_task, -1) for f, x in pairs)]
         if self.scenario_experts is not None:
             first = self.scenario_experts.layers[0]
             parts.append(first(scenario_input.unsqueeze(1).expand(-1, self.num_scenario, -1), scenario))
-        if tk is not None and tk.shape[1] > 0:
-            parts.append(tk)
         h = relu_dropout(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0], self.dropout, self.training)
         for depth in range(1, len(shared_bank.weights)):
             h = relu_dropout(self._deeper(h, depth, scenario), self.dropout, self.training)
@@ -484,14 +481,13 @@ class GroupedExtractionLayer(nn.Module):
 
     def _deeper(self, h: torch.Tensor, depth: int, scenario: torch.Tensor) -> torch.Tensor:
         """Layer ``depth`` (≥ 1) of every expert: one batched matmul for shared + task, per-scenario for the rest."""
-        ns, nc = self.num_shared, self.num_scenario
+        k = self.num_experts - self.num_scenario  # shared + task experts lead the layout
         banks = [self.shared_experts, *(list(self.task_experts) if self.task_experts is not None else [])]
         w = torch.cat([b.weights[depth] for b in banks])  # [K, a, b]
         bias = torch.cat([b.biases[depth] for b in banks]).unsqueeze(1)  # [K, 1, b]
-        st = torch.cat([h[:, :ns], h[:, ns + nc :]], dim=1) if nc else h
-        st = torch.baddbmm(bias, st.transpose(0, 1), w).transpose(0, 1)  # [B, K, b]
-        if not nc:
+        st = torch.baddbmm(bias, h[:, :k].transpose(0, 1), w).transpose(0, 1)  # [B, K, b]
+        if not self.num_scenario:
             return st
         assert self.scenario_experts is not None
-        sc = self.scenario_experts.layers[depth](h[:, ns : ns + nc], scenario)
-        return torch.cat([st[:, :ns], sc, st[:, ns:]], dim=1)
+        sc = self.scenario_experts.layers[depth](h[:, k:], scenario)
+        return torch.cat([st, sc], dim=1)
