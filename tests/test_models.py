@@ -271,3 +271,12 @@ def test_hef_compiles_with_its_regulariser_without_graph_breaks_and_twice_in_one
         compiled.backward()
         assert model.extraction[0].task_gates[0].within.shared.weight.grad is not None
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_hef_expert_dropout_is_separate_from_dropout() -> None:
+    schema = SCHEMAS["default"]
+    model = build_model("hef", schema, {"dropout": 0.2, "expert_dropout": 0.0})
+    assert all(level.dropout == 0.0 for level in model.extraction) and model.base.dropout == 0.2
+    assert all(level.dropout == 0.2 for level in build_model("hef", schema, {"dropout": 0.2}).extraction)
+    with pytest.raises(ConfigError):
+        build_model("hef", schema, {"expert_dropout": 1.0})
