@@ -67,8 +67,8 @@ class HEFConfig(ModelConfig):
     expert_dropout: float | None = 0.0
     """Dropout on the experts' hidden units (``None``: the model's ``dropout``). Off by default: on validation
     (Hillstrom, Census with class_of_worker, synthetic; 3 seeds, docs/hef.md) it did not pay (Δ −0.0001 to
-    +0.002 when removed, and a lower seed std on Hillstrom), and the experts are most of a step's random
-    draws (~12 % of a training step)."""
+    +0.002 when removed, and a lower seed std on Hillstrom). Speed is no reason either way since the mask
+    became cheap (``relu_dropout``): within this host's noise in ``benchmarks/train_throughput.py``."""
     mixing: Literal["learned", "uniform"] = "learned"
     """How the last level fuses (shared, scenario, task) representations per (scenario, task)."""
     mixing_input: bool = True
