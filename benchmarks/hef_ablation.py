@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -106,16 +107,64 @@ def run_one(data: Any, config: dict[str, Any], seed: int) -> dict[str, Any]:
     }
 
 
-def table(path: Path) -> str:
+def weighted_auc(metrics: dict[str, Any]) -> float | None:
+    """Scenario × task AUCs weighted by their validation positives: tiny cells cannot swing it."""
+    num = den = 0.0
+    for cells in metrics["by_scenario"].values():
+        for cell in cells.values():
+            if isinstance(cell, dict) and cell.get("auc") is not None and cell.get("positives"):
+                if not math.isnan(cell["auc"]):
+                    num += cell["auc"] * cell["positives"]
+                    den += cell["positives"]
+    return num / den if den else None
+
+
+def weighted_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".weighted.jsonl")
+
+
+def rescore(path: Path, models: Path) -> None:
+    """``valid_weighted_auc`` of every run from its saved model (validation split only), into a side file
+    (the running job keeps appending to ``path``)."""
+    from hef_diagnose import load_model
+
+    from msmtrec.training.trainer import Trainer as _Trainer
+
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    side = weighted_path(path)
+    done = {(r["dataset"], r["variant"], r["seed"]) for r in _read(side)}
+    cache: dict[str, Any] = {}
+    for r in rows:
+        key = (r["dataset"], r["variant"], r["seed"])
+        saved = models / f"{r['dataset']}__{r['variant']}__{r['seed']}.pt"
+        if key in done or not saved.exists():
+            continue
+        if r["dataset"] not in cache:
+            cache[r["dataset"]] = prepare(r["dataset"])
+        data = cache[r["dataset"]]
+        metrics = _Trainer(TrainConfig(progress=False)).evaluate(load_model(data, saved), data.splits["valid"])
+        with side.open("a") as f:
+            f.write(json.dumps({"dataset": key[0], "variant": key[1], "seed": key[2],
+                                "valid_weighted_auc": weighted_auc(metrics)}) + "\n")
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def table(path: Path, key: str = "valid_mean_auc") -> str:
+    rows = _read(path)
+    extra = {(r["dataset"], r["variant"], r["seed"]): r for r in _read(weighted_path(path))}
+    for r in rows:
+        r.update(extra.get((r["dataset"], r["variant"], r["seed"]), {}))
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     cell: dict[tuple[str, str], list[float]] = {}
     by_seed: dict[tuple[str, str], dict[int, float]] = {}
     for r in rows:
-        if r["valid_mean_auc"] is not None:
-            cell.setdefault((r["variant"], r["dataset"]), []).append(r["valid_mean_auc"])
-            by_seed.setdefault((r["variant"], r["dataset"]), {})[r["seed"]] = r["valid_mean_auc"]
+        if r.get(key) is not None:
+            cell.setdefault((r["variant"], r["dataset"]), []).append(r[key])
+            by_seed.setdefault((r["variant"], r["dataset"]), {})[r["seed"]] = r[key]
     lines = ["| variant | config | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
     for v in variants:
         config = next(r["config"] for r in rows if r["variant"] == v)
@@ -145,12 +194,17 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hef_ablation.jsonl"))
     ap.add_argument("--table", action="store_true", help="print the table of --out and exit")
+    ap.add_argument("--key", default="valid_mean_auc", help="the column --table reports (valid_weighted_auc)")
+    ap.add_argument("--rescore", action="store_true", help="add valid_weighted_auc from the saved models, exit")
     ap.add_argument("--order", choices=["variant", "seed"], default="variant",
                     help="variant: all seeds of a variant first; seed: every variant × dataset at seed 0 first")
     ap.add_argument("--save", type=Path, default=Path("runs/hef_models"), help="best weights of each run go here")
     args = ap.parse_args()
+    if args.rescore:
+        rescore(args.out, args.save)
+        return
     if args.table:
-        print(table(args.out))
+        print(table(args.out, args.key))
         return
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
