@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from msmtrec.config import parse_set_options
 from msmtrec.report import format_table
-from msmtrec.tasks import kind_of
 
 app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 
@@ -38,6 +36,10 @@ def inspect(
 
 def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     """The text ``data inspect`` prints (also used by tests)."""
+    import numpy as np  # here, so `msmtrec --help` imports neither numpy nor torch
+
+    from msmtrec.tasks import kind_of
+
     schema = p.schema
     scen_names = list(schema.scenarios)
     out = [f"dataset {p.name}: {sum(p.report['rows'].values()):,} rows from {len(p.report['files'])} file(s)"]
@@ -71,15 +73,18 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     rows += [[s.name, "sequence", s.vocab_size, p.report["oov"]["test"].get(s.name, 0)] for s in schema.sequences]
     out += [
         "",
-        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket)",
+        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket, or for hashed "
+        "fields test values never seen in training: the cold-start share)",
         format_table(["field", "kind", "vocab", "test OOV"], rows),
     ]
     missing = {k: v for k, v in p.report["missing"].items() if v}
-    if missing:
+    non_finite = p.report.get("non_finite", {})
+    if missing or non_finite:
+        rows = [[c, missing.get(c, 0), non_finite.get(c, 0)] for c in sorted({*missing, *non_finite})]
         out += [
             "",
-            "Missing values (imputed for dense fields, OOV bucket for sparse fields)",
-            format_table(["column", "missing"], sorted(missing.items())),
+            "Missing and non-finite values (imputed for dense fields, OOV bucket for sparse fields)",
+            format_table(["column", "missing", "non-finite (inf)"], rows),
         ]
     else:
         out.append("\nMissing values: none")
@@ -105,8 +110,10 @@ def prepare(
         f"wrote {out}: {', '.join(f'{k} {v:,}' for k, v in p.report['rows'].items())} rows "
         f"({n / dt:,.0f} rows/s including reading)"
     )
-    for reason, k in p.report["dropped"].items():
-        print(f"dropped on purpose ({reason}): {k:,} rows")
+    from msmtrec.data.pipeline import data_notes
+
+    for note in data_notes(p.report):
+        print(note)
 
 
 @app.command()
@@ -142,17 +149,12 @@ def bench(
     )
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
-    import importlib
+def _register_more() -> None:
+    """Commands that live in their own modules (``data synth``, ``data stream-bench``, ``data sample``) join."""
+    from msmtrec.cli import data_sample, data_synth
 
-    try:
-        mod = importlib.import_module("msmtrec.cli.data_synth")
-    except ModuleNotFoundError as e:
-        if e.name != "msmtrec.cli.data_synth":
-            raise
-        return
-    mod.register(app)
+    data_synth.register(app)
+    data_sample.register(app)
 
 
-_register_optional()
+_register_more()

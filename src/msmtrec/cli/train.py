@@ -2,7 +2,7 @@
 
 Configuration layers, later wins: model/trainer defaults → ``--config FILE`` (YAML with ``model:`` and
 ``train:`` sections and optional top-level ``model_name``/``data``/``seed``/``sample``; a run's own
-``config.yaml`` works) → ``--set`` → the convenience flags ``--epochs``/``--device``/``--batch-size``.
+``config.yaml`` works) → ``--set`` → the convenience flags ``--epochs``/``--device``/``--batch-size``/``--threads``.
 
 ``--set`` keys: ``model.KEY=VALUE`` sets a model setting, ``train.KEY=VALUE`` a trainer setting; a bare
 ``KEY=VALUE`` is accepted when exactly one of the two has that key. Unknown keys are errors.
@@ -22,8 +22,23 @@ from pathlib import Path
 
 import typer
 
+from msmtrec.cli.options import threads_option, use_threads
 from msmtrec.config import parse_set_options
 from msmtrec.errors import ConfigError
+
+
+def zoo_names() -> list[str]:
+    """Registered model names for ``--help``, read from the zoo's ``@register("...")`` lines.
+
+    Reading the sources keeps ``msmtrec --help`` from importing torch; a test checks the list equals
+    :func:`msmtrec.models.registered_models`.
+    """
+    import re
+
+    import msmtrec
+
+    models = Path(msmtrec.__file__).parent / "models"
+    return sorted(n for f in models.glob("*.py") for n in re.findall(r'^@register\("([\w-]+)"\)', f.read_text(), re.M))
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +49,7 @@ def register(app: typer.Typer) -> None:
         data: str | None = typer.Option(
             None, "--data", help="Dataset: shipped name (hillstrom), spec YAML, prepared dir, or planted[:ROWS]."
         ),
-        model: str | None = typer.Option(None, "--model", help="Registered model name (see the model zoo)."),
+        model: str | None = typer.Option(None, "--model", help=f"Registered model: {', '.join(zoo_names())}."),
         config: Path | None = typer.Option(None, "--config", help="YAML with model: and train: sections."),
         set_: list[str] | None = typer.Option(
             None, "--set", help="Override a setting: model.KEY=VALUE or train.KEY=VALUE (repeatable)."
@@ -48,6 +63,13 @@ def register(app: typer.Typer) -> None:
         sample: int | None = typer.Option(None, "--sample", help="Keep only this many rows (quick runs)."),
         stream: bool = typer.Option(
             False, "--stream", help="Stream the training split from the spec's Parquet files (larger than memory)."
+        ),
+        threads: int | None = threads_option(
+            None, "Intra-op torch threads per process (train.num_threads; default 1)."
+        ),
+        tracking: str | None = typer.Option(
+            None, "--tracking", help="Also record to an experiment tracker: mlflow (train.tracking; TensorBoard "
+            "event files are always written to RUN_DIR/tensorboard)."
         ),
         init_from: Path | None = typer.Option(
             None, "--init-from", help="Warm start from a finished run: extend its encoders with --data, carry its "
@@ -65,7 +87,9 @@ def register(app: typer.Typer) -> None:
         from msmtrec.training import run
 
         sets = parse_set_options(set_)
-        for key, value in (("train.max_epochs", epochs), ("train.batch_size", batch_size), ("train.device", device)):
+        shortcuts = (("train.max_epochs", epochs), ("train.batch_size", batch_size), ("train.device", device),
+                     ("train.num_threads", threads), ("train.tracking", tracking))
+        for key, value in shortcuts:
             if value is not None:
                 sets[key] = str(value)
         if resume is not None:
@@ -90,11 +114,13 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="train | valid | test."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         output: Path | None = typer.Option(None, "--output", help="Also write the metrics JSON here."),
+        threads: int = threads_option(),
     ) -> None:
         """Recompute metrics of a trained run and print the scenario × task table."""
         from msmtrec.training import io, run
         from msmtrec.training.metrics import format_table
 
+        use_threads(threads)
         metrics = run.evaluate(run_dir, data=data, split=split, device=device)
         model, _, _ = run.load_run_model(run_dir)
         print(f"{metrics['model']} on {metrics['dataset']} — {metrics['split']} split:")
