@@ -277,8 +277,7 @@ def test_hef_expert_dropout_is_separate_from_dropout() -> None:
     schema = SCHEMAS["default"]
     model = build_model("hef", schema, {"dropout": 0.2, "expert_dropout": 0.0})
     assert all(level.dropout == 0.0 for level in model.extraction) and model.base.dropout == 0.2
-    assert all(level.dropout == 0.0 for level in build_model("hef", schema, {"dropout": 0.2}).extraction)  # default
-    inherit = build_model("hef", schema, {"dropout": 0.2, "expert_dropout": None})
+    inherit = build_model("hef", schema, {"dropout": 0.2})  # default: the experts use the model's dropout
     assert all(level.dropout == 0.2 for level in inherit.extraction)
     with pytest.raises(ConfigError):
         build_model("hef", schema, {"expert_dropout": 1.0})

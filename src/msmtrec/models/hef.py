@@ -64,11 +64,10 @@ class HEFConfig(ModelConfig):
     """Experts per task per level (0 = no task experts)."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
-    expert_dropout: float | None = 0.0
-    """Dropout on the experts' hidden units (``None``: the model's ``dropout``). Off by default: on validation
-    (Hillstrom, Census with class_of_worker, synthetic; 3 seeds, docs/hef.md) it did not pay (Δ −0.0001 to
-    +0.002 when removed, and a lower seed std on Hillstrom). Speed is no reason either way since the mask
-    became cheap (``relu_dropout``): within this host's noise in ``benchmarks/train_throughput.py``."""
+    expert_dropout: float | None = None
+    """Dropout on the experts' hidden units (``None``: the model's ``dropout``). Kept equal to ``dropout`` by
+    default: on validation (3 seeds, docs/hef.md) removing it was neutral on Hillstrom and Census
+    (class_of_worker) and lost 0.003–0.007 on the synthetic data with user and item ids."""
     mixing: Literal["learned", "uniform"] = "learned"
     """How the last level fuses (shared, scenario, task) representations per (scenario, task)."""
     mixing_input: bool = True
