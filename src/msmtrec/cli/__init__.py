@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "msmtrec.cli.serve",
     "msmtrec.cli.bench",
     "msmtrec.cli.plot",
+    "msmtrec.cli.tune",
     "msmtrec.cli.monitor",
 ]
 

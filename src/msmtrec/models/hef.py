@@ -35,7 +35,7 @@ from msmtrec.layers import (
     TaskHeads,
     scenario_balance_loss,
 )
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -81,6 +81,21 @@ class HEFConfig(ModelConfig):
 @register("hef")
 class HEF(MultiTaskModel):
     Config = HEFConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.levels": Param.choice(1, 2, 3),
+            "model.shared_experts": Param.choice(1, 2, 3, 4),
+            "model.scenario_experts": Param.choice(1, 2),
+            "model.task_experts": Param.choice(1, 2),
+            "model.expert_dims": Param.choice((64,), (96,), (128,)),
+            "model.star_dims": Param.choice((64,), (128,), (128, 64)),
+            "model.attention_heads": Param.choice(1, 2, 4),
+            "model.balance_weight": Param.real(1e-4, 0.1, log=True),
+        }
 
     def __init__(self, schema: Schema, config: HEFConfig) -> None:
         super().__init__(schema, config)
