@@ -264,6 +264,44 @@ def test_export_matches_eager(name: str) -> None:
         assert torch.allclose(got[k], v, atol=1e-5), k
 
 
+@pytest.mark.slow
+def test_hef_compiles_with_its_regulariser_without_graph_breaks_and_twice_in_one_process() -> None:
+    """torch.compile of the trainer's module (model + loss + regulariser): the same total as eager (the
+    balance term included, not silently 0), no graph break (the ContextVar read in scenario_matmul used
+    to break it at every call), and a second HEF compiles in the same process."""
+    from torch._dynamo.utils import counters
+
+    from msmtrec.training.loss import MultiTaskLoss
+    from msmtrec.training.trainer import TrainingModule
+
+    schema = SCHEMAS["default"]
+    batch = _batch(schema, 256)
+    counters.clear()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("hef", schema, {"dropout": 0.0})
+        module = TrainingModule(model, MultiTaskLoss(schema, [t.weight for t in schema.tasks])).train()
+        eager, _ = module(batch)
+        eager_reg = model.regularization_loss()
+        assert eager_reg.item() > 0
+        compiled, _ = torch.compile(module)(batch)
+        assert torch.allclose(compiled, eager, atol=1e-5)
+        assert torch.allclose(model.regularization_loss(), eager_reg, atol=1e-6)
+        compiled.backward()
+        assert model.extraction[0].task_gates[0].within.shared.weight.grad is not None
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_hef_expert_dropout_is_separate_from_dropout() -> None:
+    schema = SCHEMAS["default"]
+    model = build_model("hef", schema, {"dropout": 0.2, "expert_dropout": 0.0})
+    assert all(level.dropout == 0.0 for level in model.extraction) and model.base.dropout == 0.2
+    inherit = build_model("hef", schema, {"dropout": 0.2})  # default: the experts use the model's dropout
+    assert all(level.dropout == 0.2 for level in inherit.extraction)
+    with pytest.raises(ConfigError):
+        build_model("hef", schema, {"expert_dropout": 1.0})
+
+
 def test_readme_model_table_lists_every_registered_model() -> None:
     from pathlib import Path
 
