@@ -51,6 +51,7 @@ def prepare(name: str) -> Any:
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no-attention": {"attention": False},
+    "attention-norm": {"attention_norm": True},
     "no-star": {"star": False},
     "1-level": {"levels": 1},
     "no-scenario-experts": {"scenario_experts": 0},

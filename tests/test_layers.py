@@ -340,15 +340,21 @@ def test_fixed_scenario_graph_uses_that_scenarios_weights_only() -> None:
     assert torch.allclose(scenario_matmul(x, weight, mixed), manual, atol=1e-5)
 
 
-@pytest.mark.parametrize(("fields", "heads", "residual"), [(8, 2, True), (5, 1, False), (17, 2, True)])
-def test_field_attention_factored_form_equals_split_heads(fields: int, heads: int, residual: bool) -> None:
+@pytest.mark.parametrize(
+    ("fields", "heads", "residual", "norm"),
+    [(8, 2, True, False), (5, 1, False, False), (17, 2, True, False), (8, 2, True, True), (17, 1, False, True)],
+)
+def test_field_attention_factored_form_equals_split_heads(fields: int, heads: int, residual: bool, norm: bool) -> None:
     """The factored attention (bilinear scores, value projection after the weighting) is the textbook
     split-heads attention rearranged: same outputs, weights and parameter gradients."""
     from msmtrec.layers.attention import FieldAttentionLayer
 
     torch.manual_seed(fields)
-    layer = FieldAttentionLayer(8, heads, 8 // heads, residual=residual)
+    layer = FieldAttentionLayer(8, heads, 8 // heads, residual=residual, norm=norm)
     assert layer.factored
+    if norm:  # a non-trivial gain and shift, so their gradients and their place in both forms are checked
+        torch.nn.init.normal_(layer.norm.weight, 1.0, 0.3)
+        torch.nn.init.normal_(layer.norm.bias, 0.0, 0.3)
     x = torch.randn(6, fields, 8)
     probe = torch.randn(6, fields, 8)
     results = []

@@ -57,12 +57,20 @@ class FieldAttentionLayer(nn.Module):
       factored wins up to 8 heads, at 64 dims it ties at 2 heads and loses from 4 on (1.5–3× slower).
 
     The parameters are the same four projections either way, so saved runs load in both.
+
+    ``norm=True`` computes the queries and keys from ``LayerNorm(x)`` (pre-norm, as in standard
+    transformers); values and the residual still read ``x``. Why: the scores ``x M xᵀ`` scale with
+    ``|x|²``, and field embeddings start at std 0.01, so without it every score starts at ~1e-4, the
+    softmax is uniform and its gradient is too small to leave zero in the few epochs early stopping allows
+    (docs/hef.md, section 2). Normalised tokens give unit-scale scores at initialisation whatever the
+    embedding norm.
     """
 
-    def __init__(self, in_dim: int, heads: int, head_dim: int, residual: bool = True) -> None:
+    def __init__(self, in_dim: int, heads: int, head_dim: int, residual: bool = True, norm: bool = False) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         out = heads * head_dim
+        self.norm = nn.LayerNorm(in_dim) if norm else None
         self.query = nn.Linear(in_dim, out, bias=False)
         self.key = nn.Linear(in_dim, out, bias=False)
         self.value = nn.Linear(in_dim, out, bias=False)
@@ -80,8 +88,13 @@ class FieldAttentionLayer(nn.Module):
         b, f, _ = x.shape
         return x.reshape(b, f, self.heads, self.head_dim).transpose(1, 2)  # [B, H, F, d_h]
 
+    def _scored(self, x: torch.Tensor) -> torch.Tensor:
+        """The tokens the queries and keys are computed from: ``x``, or ``LayerNorm(x)`` with ``norm``."""
+        return self.norm(x) if self.norm is not None else x
+
     def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        z = self._scored(x)
+        q, k, v = self._split(self.query(z)), self._split(self.key(z)), self._split(self.value(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         weights = field_softmax(scores)  # [B, H, F, F]
         out = torch.matmul(weights, v).transpose(1, 2).reshape(x.shape[0], x.shape[1], self.out_dim)
@@ -94,8 +107,9 @@ class FieldAttentionLayer(nn.Module):
         wk = self.key.weight.view(h, dh, d)
         wv = self.value.weight.view(h, dh, d)
         bilinear = torch.matmul(wq.transpose(1, 2), wk) / math.sqrt(dh)  # [H, D, D]: q_h·k_h = x M_h xᵀ
-        xm = torch.matmul(x, bilinear.transpose(0, 1).reshape(d, h * d)).view(b, f * h, d)  # rows (field, head)
-        scores = torch.bmm(xm, x.transpose(1, 2))  # [B, F·H, F]
+        z = self._scored(x)
+        zm = torch.matmul(z, bilinear.transpose(0, 1).reshape(d, h * d)).view(b, f * h, d)  # rows (field, head)
+        scores = torch.bmm(zm, z.transpose(1, 2))  # [B, F·H, F]
         weights = field_softmax(scores)
         mixed = torch.bmm(weights, x)  # [B, F·H, D]: Σ_j a_hij x_j, the value projection still to come
         values = torch.block_diag(*(wv[i].t() for i in range(h)))  # [H·D, H·d_h]
@@ -106,13 +120,13 @@ class FieldAttentionLayer(nn.Module):
 class FieldSelfAttention(nn.Module):
     """A stack of interacting layers; the output keeps ``embed_dim`` per field (``heads · head_dim``)."""
 
-    def __init__(self, num_fields: int, embed_dim: int, heads: int = 2, layers: int = 1) -> None:
+    def __init__(self, num_fields: int, embed_dim: int, heads: int = 2, layers: int = 1, norm: bool = False) -> None:
         super().__init__()
         if embed_dim % heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by attention heads {heads}")
         self.num_fields = num_fields
         self.layers = nn.ModuleList(
-            FieldAttentionLayer(embed_dim, heads, embed_dim // heads) for _ in range(max(layers, 1))
+            FieldAttentionLayer(embed_dim, heads, embed_dim // heads, norm=norm) for _ in range(max(layers, 1))
         )
         self.out_dim = embed_dim
 

@@ -46,6 +46,9 @@ class HEFConfig(ModelConfig):
     """Attention heads; ``embed_dim`` must be divisible by it."""
     attention_layers: int = 1
     """Stacked interacting layers."""
+    attention_norm: bool = False
+    """LayerNorm on the field tokens before the query/key projections, so the scores are unit-scale at
+    initialisation instead of ~1e-4 (uniform attention, docs/hef.md section 2). Tested option, see section 4."""
     star: bool = True
     """PN + scenario weights in the base, and the auxiliary scenario network (off → plain shared MLP base)."""
     star_dims: tuple[int, ...] = (64,)
@@ -120,7 +123,9 @@ class HEF(MultiTaskModel):
         in_dim = schema.num_fields * c.embed_dim
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.attention = (
-            FieldSelfAttention(schema.num_fields, c.embed_dim, c.attention_heads, c.attention_layers)
+            FieldSelfAttention(
+                schema.num_fields, c.embed_dim, c.attention_heads, c.attention_layers, norm=c.attention_norm
+            )
             if c.attention
             else None
         )
