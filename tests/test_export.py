@@ -53,11 +53,13 @@ TINY = synthetic_schema(
 """Every input kind (sparse, dense, sequence), three scenarios and a funnel, in the smallest graph."""
 
 
-def _perturbed(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _perturbed(
+    name: str, overrides: dict | None = None
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The model with every weight moved off its initial value (zero-initialised paths must count too),
     a 1,000-row batch and the eager outputs."""
     torch.manual_seed(0)
-    model = build_model(name, TINY, dict(SMALL_CONFIG)).eval()
+    model = build_model(name, TINY, {**SMALL_CONFIG, **(overrides or {})}).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -91,6 +93,18 @@ def test_onnx_export_parity(name: str, tmp_path: Path) -> None:
     for n in (1, 7):  # the batch dimension is dynamic: a single row and an odd size work too
         small = {k: v[:n] for k, v in test_batch.items()}
         assert _max_diff(OnnxRunner(onnx_path, model.schema)(small), {k: v[:n] for k, v in ref.items()})["buy"] <= TOL
+
+
+def test_hef_attention_norm_exports_to_torchscript_and_onnx(tmp_path: Path) -> None:
+    """The optional pre-norm (a LayerNorm before the query/key projections) is not in the default config,
+    so the per-model parity tests above do not see it."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    model, test_batch, ref = _perturbed("hef", {"attention_norm": True})
+    assert model.attention.layers[0].norm is not None
+    ts_path = export_torchscript(model, tmp_path / "hef.pt")
+    assert max(_max_diff(TorchScriptRunner(ts_path, model.schema)(test_batch), ref).values()) <= TOL
+    onnx_path = export_onnx(model, tmp_path / "hef.onnx")
+    assert max(_max_diff(OnnxRunner(onnx_path, model.schema)(test_batch), ref).values()) <= TOL
 
 
 def test_export_cli_writes_model_and_preprocessor(tmp_path: Path) -> None:

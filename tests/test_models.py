@@ -33,6 +33,7 @@ VARIANTS = [
     ("single_task", {"share_embedding": True, "funnel": True}),
     ("hef", {"levels": 1, "mixing": "uniform"}),
     ("hef", {"levels": 3, "scenario_experts": 0, "task_experts": 0, "attention": False, "star": False}),
+    ("hef", {"attention_norm": True, "attention_layers": 2}),
     ("ple", {"levels": 1}),
 ]
 
@@ -300,6 +301,25 @@ def test_hef_expert_dropout_is_separate_from_dropout() -> None:
     assert all(level.dropout == 0.2 for level in inherit.extraction)
     with pytest.raises(ConfigError):
         build_model("hef", schema, {"expert_dropout": 1.0})
+
+
+def _attention_entropy(model: MultiTaskModel, batch: dict[str, torch.Tensor]) -> float:
+    """Mean attention-row entropy as a fraction of the maximum, ``log F``."""
+    with torch.no_grad():
+        weights = model.attention(model.embedding(batch))[1]
+    ent = -(weights * weights.clamp_min(1e-12).log()).sum(-1)
+    return float(ent.mean() / torch.log(torch.tensor(float(weights.shape[-1]))))
+
+
+def test_hef_attention_norm_makes_attention_non_uniform_at_initialisation() -> None:
+    """Embeddings start at std 0.01, so plain scores ``x M xᵀ`` are ~1e-4 and every attention row is
+    uniform (the diagnosis in docs/hef.md); with the pre-norm the scores are unit-scale from the start."""
+    schema = SCHEMAS["default"]
+    batch = _batch(schema, rows=256)
+    plain = _attention_entropy(_build("hef", schema).eval(), batch)
+    normed = _attention_entropy(_build("hef", schema, {"attention_norm": True}).eval(), batch)
+    assert plain > 0.9999
+    assert normed < 0.99
 
 
 def test_readme_model_table_lists_every_registered_model() -> None:
