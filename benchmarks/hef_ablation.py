@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no-attention": {"attention": False},
     "attention-norm": {"attention_norm": True},
+    "gate-balance": {"gate_balance": True},
     "no-star": {"star": False},
     "1-level": {"levels": 1},
     "no-scenario-experts": {"scenario_experts": 0},

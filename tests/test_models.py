@@ -221,6 +221,26 @@ def test_hef_levels_keep_shared_experts_updated_and_regulariser_is_differentiabl
     assert task_expert.grad is not None and task_expert.grad.abs().sum() > 0
 
 
+def test_hef_gate_balance_regularises_every_gate_not_only_shared_usage() -> None:
+    """Without the option the balance term only reaches the task gates' shared-expert logits; with it, every
+    gate (the shared and scenario gates, and the group selectors) gets a gradient from it as well."""
+    schema = SCHEMAS["default"]
+    batch = _batch(schema)
+
+    def touched(overrides: dict) -> tuple[float, set[str]]:
+        model = _build("hef", schema, overrides)
+        model(batch)
+        reg = model.regularization_loss()
+        reg.backward()
+        return float(reg.detach()), {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+    plain_value, plain = touched({})
+    balanced_value, balanced = touched({"gate_balance": True})
+    assert plain < balanced and plain_value != balanced_value
+    assert "extraction.0.scenario_gate.selector.weight" in balanced - plain
+    assert not any(n.startswith("mixing.") for n in balanced - plain)  # the final level's mixing is left alone
+
+
 def test_embedding_parameters_are_model_parameters() -> None:
     schema = SCHEMAS["sequence"]
     for name in MODELS:

@@ -77,6 +77,11 @@ class HEFConfig(ModelConfig):
     """Let the base representation modulate the learned mixing logits per row."""
     balance_weight: float = 0.01
     """Weight of the scenario-balance regulariser returned by :meth:`regularization_loss`."""
+    gate_balance: bool = False
+    """Also pull every gate's mean weights per scenario (over all its experts: shared, scenario, task) toward
+    uniform with the same term, not only the task gates' shared-expert usage; every level but the last, whose
+    group weights are the learned mixing. Why: the diagnosis found first-level gates collapsing onto one
+    expert (docs/hef.md section 2). Tested option, see section 4."""
     funnel: bool = True
     """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
@@ -179,6 +184,8 @@ class HEF(MultiTaskModel):
             mixing = [self.mixing(scenario, t, h) for t in range(n_tasks)] if lvl == last else None
             out = layer(task_in, shared_in, scenario_in, scenario, context, mixing)
             usage.extend(out.shared_usage)
+            if self.config.gate_balance and lvl != last:  # the last level's groups come from the mixing
+                usage.extend(out.gates.values())
             if details:
                 info.update({f"gates/level{lvl}/{k}": v for k, v in out.gates.items()})
                 if mixing is not None:
