@@ -232,7 +232,8 @@ def test_hef_gate_balance_regularises_every_gate_not_only_shared_usage() -> None
         model(batch)
         reg = model.regularization_loss()
         reg.backward()
-        return float(reg.detach()), {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        return float(reg.detach()), grads
 
     plain_value, plain = touched({})
     balanced_value, balanced = touched({"gate_balance": True})
