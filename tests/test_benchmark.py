@@ -21,8 +21,9 @@ from msmtrec.data.spec import data_root
 from msmtrec.errors import ConfigError
 from msmtrec.evaluation import RESULT_COLUMNS, load_suite, shipped_suites
 from msmtrec.evaluation.peer import binary_view, build_peer, rechub_available
-from msmtrec.evaluation.report import load_results, metric_table, seesaw_md, summary_md, write_reports
+from msmtrec.evaluation.report import load_results, metric_table, seesaw_md, summary_md
 from msmtrec.evaluation.runner import check_resume, suite_record
+from msmtrec.evaluation.writer import write_reports
 from msmtrec.models.base import registered_models
 
 HAVE_DATA = (data_root() / "hillstrom" / "hillstrom.csv").exists()

@@ -644,26 +644,3 @@ def peer_comparison(res: Results, ds: str, peers: list[str], runs: pd.DataFrame)
     intro = ("Average AUC here is over the peer's tasks only (binary tasks). Within noise: |Δ| ≤ two standard "
              "errors of the difference of means over seeds.")
     return [intro, "", format_table(heads, rows, markdown=True)]
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-
-def write_reports(out: Path) -> list[Path]:
-    """(Re)write every Markdown report and plot of a results folder; returns the files written."""
-    from msmtrec.evaluation import plots
-
-    res = load_results(out)
-    if res.frame.empty:
-        raise ValueError(f"{out}/results.csv holds no complete run yet")
-    written = []
-    for name, text in (
-        ("summary.md", summary_md(res)),
-        ("seesaw.md", seesaw_md(res)),
-        ("ablation.md", ablation_md(res)),
-        ("cost.md", cost_md(res)),
-    ):
-        (out / name).write_text(text)
-        written.append(out / name)
-    written += plots.write_plots(res, out)
-    return written

@@ -36,7 +36,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -495,17 +494,3 @@ class RunSummary:
     results: Path
     completed: int
     failures: list[str]
-
-
-def seeds_in(results: Path) -> list[int]:
-    """Seeds present in a results file (for the reports' headers)."""
-    with results.open(newline="") as f:
-        return sorted({int(r["seed"]) for r in csv.DictReader(f)})
-
-
-def np_mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (0 for a single value) and count."""
-    a = np.asarray(list(values), dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan, 0
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, int(a.size)

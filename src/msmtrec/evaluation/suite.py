@@ -36,6 +36,7 @@ import yaml
 from msmtrec.config import build_config
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import model_class, registered_models
+from msmtrec.shipped import resolve_yaml, shipped_names
 
 SUITE_PACKAGE = "msmtrec.evaluation"
 PEER_LIBRARIES = ("torch_rechub",)
@@ -119,23 +120,18 @@ class Suite:
         return Suite(self.name, self.origin, datasets, train, self.budget, entries, q, self.description)
 
 
+def _suite_folder() -> Path:
+    return Path(str(resources.files(SUITE_PACKAGE) / "suites"))
+
+
 def shipped_suites() -> list[str]:
     """Names of the suites shipped as package data."""
-    base = resources.files(SUITE_PACKAGE) / "suites"
-    return sorted(p.name[: -len(".yaml")] for p in base.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names(_suite_folder())
 
 
 def resolve_suite_path(suite: str | Path) -> Path:
     """A shipped suite name (``hillstrom``) or a path to a YAML file."""
-    p = Path(suite)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"suite file {p} does not exist")
-        return p
-    shipped = Path(str(resources.files(SUITE_PACKAGE) / "suites" / f"{suite}.yaml"))
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"unknown suite {str(suite)!r}: not a file, and not one of the shipped suites {shipped_suites()}")
+    return resolve_yaml(suite, _suite_folder(), "suite", ConfigError)
 
 
 def load_suite(suite: str | Path) -> Suite:
