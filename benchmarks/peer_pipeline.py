@@ -35,7 +35,7 @@ TASKS = ["visit", "conversion"]
 
 def suite_config(model: str) -> dict:
     """The model's sizes in the shipped hillstrom suite (the ones the benchmark tables use)."""
-    suite = yaml.safe_load((ROOT / "src/msmtrec/evaluation/suites/hillstrom.yaml").read_text())
+    suite = yaml.safe_load((ROOT / "src/msmtrec/benchmark/suites/hillstrom.yaml").read_text())
     budget = suite.get("budget") or {}
     for entry in suite["models"]:
         if isinstance(entry, dict) and entry.get("name") == model:

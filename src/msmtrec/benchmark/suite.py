@@ -1,6 +1,6 @@
 """Benchmark suites: which models, ablations and peer implementations run on which datasets, with one budget.
 
-A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
+A suite is a YAML file (the shipped ones live in ``benchmark/suites/``)::
 
     name: hillstrom
     datasets:                       # spec names or paths; overrides are dotted spec keys (like --set)
@@ -38,7 +38,7 @@ from msmtrec.errors import ConfigError
 from msmtrec.models.base import model_class, registered_models
 from msmtrec.shipped import resolve_yaml, shipped_names
 
-SUITE_PACKAGE = "msmtrec.evaluation"
+SUITE_PACKAGE = "msmtrec.benchmark"
 PEER_LIBRARIES = ("torch_rechub",)
 KINDS = ("model", "ablation", "peer")
 SUITE_MONITOR = "weighted_auc"
@@ -260,7 +260,7 @@ def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> Mo
 
 
 def _peer_entry(item: Any, ours: dict[str, ModelEntry], where: str) -> ModelEntry:
-    from msmtrec.evaluation.peer import PEER_MODELS
+    from msmtrec.benchmark.peer import PEER_MODELS
 
     if not isinstance(item, dict) or "name" not in item or "like" not in item:
         raise ConfigError(f"{where}: expected {{name: ..., library: torch_rechub, like: OUR_VARIANT}}")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from msmtrec.evaluation.runner import ALL, RESULT_COLUMNS
+from msmtrec.benchmark.runner import ALL, RESULT_COLUMNS
 from msmtrec.report import format_table
 
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "rmse": False, "mae": False}
@@ -395,7 +395,7 @@ def target_checks(res: Results, ds: str) -> list[str]:
 
 def paired_line(values: pd.DataFrame, avg: pd.Series, n_seeds: int) -> str:
     """HEF against the best other of our models (by mean average AUC), paired by seed."""
-    from msmtrec.evaluation.stats import paired_test
+    from msmtrec.benchmark.stats import paired_test
 
     others = [m for m in avg.index if m != FLAGSHIP]
     if not others:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msmtrec.evaluation import plots
-from msmtrec.evaluation.report import ablation_md, cost_md, load_results, seesaw_md, summary_md
+from msmtrec.benchmark import plots
+from msmtrec.benchmark.report import ablation_md, cost_md, load_results, seesaw_md, summary_md
 
 
 def write_reports(out: Path) -> list[Path]:
