@@ -13,11 +13,11 @@ import typer
 from typer.testing import CliRunner
 
 from msmtrec.cli.plot import register as register_plot
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import MsmtrecError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.curves import metric_columns, plot_run, read_history
-from msmtrec.training.run import load_planted
 
 
 @pytest.fixture(autouse=True)

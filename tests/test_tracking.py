@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import ConfigError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
-from msmtrec.training.run import load_planted
 from msmtrec.training.tracking import TENSORBOARD_DIR, Tracker, gate_summaries, sample_batch
 
 

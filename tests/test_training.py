@@ -12,12 +12,12 @@ import torch
 from msmtrec.config import build_config
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Task, synthetic_schema
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import ConfigError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.loss import MultiTaskLoss, scenario_weights
 from msmtrec.training.metrics import monitor_value
-from msmtrec.training.run import load_planted
 from msmtrec.training.trainer import TrainingModule, build_optimizer, embedding_parameters, seed_everything
 
 SMALL = {"embed_dim": 8, "bottom_dims": (32,), "tower_dims": (16,)}
