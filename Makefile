@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared/data
 
-.PHONY: setup demo test lint bench-quick clean
+.PHONY: setup demo test lint dist bench-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ demo: setup
 	rm -rf runs/demo-hef
 	$(VENV)/bin/msmtrec train --data hillstrom --model hef --out runs/demo-hef
 
+# What CI runs (.ci/run calls exactly this): ruff, the test suite, then the two slow checks of what the
+# README promises: its "Using it" commands run as written, and the wheel installs and finds its specs/suites.
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m slow tests/test_readme.py tests/test_wheel.py
+
+dist: setup
+	$(PY) -m build --wheel --outdir dist .
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

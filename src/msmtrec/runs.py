@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
-from msmtrec.data.preprocessor import Preprocessor
 from msmtrec.data.schema import Schema
 from msmtrec.errors import MsmtrecError
 from msmtrec.models.base import MultiTaskModel, build_model
 from msmtrec.tasks import OutputMapping
+
+if TYPE_CHECKING:  # pandas is imported only when a run has a preprocessor to load
+    from msmtrec.data.preprocessor import Preprocessor
 
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"
@@ -82,6 +84,8 @@ def load_run(
     config = yaml.safe_load((run / CONFIG).read_text()) or {}
     pre: Preprocessor | None = None
     if (run / PREPROCESSOR).exists():
+        from msmtrec.data.preprocessor import Preprocessor
+
         pre = Preprocessor.load(run)
         schema = pre.schema
     elif (run / SCHEMA).exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from msmtrec.cli.options import threads_option
 from msmtrec.errors import ConfigError, MsmtrecError
 
 
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="Small sample, one epoch, the suite's quick model list."),
         out: Path | None = typer.Option(None, "--out", help="Results folder (default benchmarks/results/SUITE)."),
         jobs: int = typer.Option(1, "--jobs", help="Runs executed in parallel (separate processes)."),
-        threads: int = typer.Option(1, "--threads", help="Torch threads per run."),
+        threads: int = threads_option(help="Intra-op torch threads per run (default 1)."),
         models: str | None = typer.Option(None, "--models", help="Comma-separated variant names to run (subset)."),
         report_only: bool = typer.Option(False, "--report-only", help="Only rebuild reports from OUT/results.csv."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar over runs."),

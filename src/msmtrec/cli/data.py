@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from msmtrec.config import parse_set_options
 from msmtrec.report import format_table
-from msmtrec.tasks import kind_of
 
 app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 
@@ -38,6 +36,10 @@ def inspect(
 
 def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     """The text ``data inspect`` prints (also used by tests)."""
+    import numpy as np  # here, so `msmtrec --help` imports neither numpy nor torch
+
+    from msmtrec.tasks import kind_of
+
     schema = p.schema
     scen_names = list(schema.scenarios)
     out = [f"dataset {p.name}: {sum(p.report['rows'].values()):,} rows from {len(p.report['files'])} file(s)"]
@@ -143,16 +145,17 @@ def bench(
 
 
 def _register_optional() -> None:
-    """Commands that live in their own modules (``data synth``, ``data stream-bench``) join this group."""
+    """Commands that live in their own modules (``data synth``, ``data stream-bench``, ``data sample``) join."""
     import importlib
 
-    try:
-        mod = importlib.import_module("msmtrec.cli.data_synth")
-    except ModuleNotFoundError as e:
-        if e.name != "msmtrec.cli.data_synth":
-            raise
-        return
-    mod.register(app)
+    for name in ("msmtrec.cli.data_synth", "msmtrec.cli.data_sample"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        mod.register(app)
 
 
 _register_optional()

@@ -2,7 +2,7 @@
 
 Configuration layers, later wins: model/trainer defaults → ``--config FILE`` (YAML with ``model:`` and
 ``train:`` sections and optional top-level ``model_name``/``data``/``seed``/``sample``; a run's own
-``config.yaml`` works) → ``--set`` → the convenience flags ``--epochs``/``--device``/``--batch-size``.
+``config.yaml`` works) → ``--set`` → the convenience flags ``--epochs``/``--device``/``--batch-size``/``--threads``.
 
 ``--set`` keys: ``model.KEY=VALUE`` sets a model setting, ``train.KEY=VALUE`` a trainer setting; a bare
 ``KEY=VALUE`` is accepted when exactly one of the two has that key. Unknown keys are errors.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import typer
 
+from msmtrec.cli.options import threads_option, use_threads
 from msmtrec.config import parse_set_options
 from msmtrec.errors import ConfigError
 
@@ -49,6 +50,13 @@ def register(app: typer.Typer) -> None:
         stream: bool = typer.Option(
             False, "--stream", help="Stream the training split from the spec's Parquet files (larger than memory)."
         ),
+        threads: int | None = threads_option(
+            None, "Intra-op torch threads per process (train.num_threads; default 1)."
+        ),
+        tracking: str | None = typer.Option(
+            None, "--tracking", help="Also record to an experiment tracker: mlflow (train.tracking; TensorBoard "
+            "event files are always written to RUN_DIR/tensorboard)."
+        ),
         init_from: Path | None = typer.Option(
             None, "--init-from", help="Warm start from a finished run: extend its encoders with --data, carry its "
             "weights over, record the lineage."
@@ -65,7 +73,9 @@ def register(app: typer.Typer) -> None:
         from msmtrec.training import run
 
         sets = parse_set_options(set_)
-        for key, value in (("train.max_epochs", epochs), ("train.batch_size", batch_size), ("train.device", device)):
+        shortcuts = (("train.max_epochs", epochs), ("train.batch_size", batch_size), ("train.device", device),
+                     ("train.num_threads", threads), ("train.tracking", tracking))
+        for key, value in shortcuts:
             if value is not None:
                 sets[key] = str(value)
         if resume is not None:
@@ -90,11 +100,13 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="train | valid | test."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         output: Path | None = typer.Option(None, "--output", help="Also write the metrics JSON here."),
+        threads: int = threads_option(),
     ) -> None:
         """Recompute metrics of a trained run and print the scenario × task table."""
         from msmtrec.training import io, run
         from msmtrec.training.metrics import format_table
 
+        use_threads(threads)
         metrics = run.evaluate(run_dir, data=data, split=split, device=device)
         model, _, _ = run.load_run_model(run_dir)
         print(f"{metrics['model']} on {metrics['dataset']} — {metrics['split']} split:")

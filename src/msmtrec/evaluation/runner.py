@@ -119,7 +119,9 @@ def execute(spec: RunSpec) -> RunOutput:
         model = peer.build_peer(schema, entry.model, entry.config, entry.options)
     else:
         model = build_model(entry.model, schema, entry.config)
-    trainer = Trainer(TrainConfig(**{**spec.train, "progress": False, "device": "cpu"}), seed=spec.seed)
+    quiet = {"progress": False, "log_epochs": False, "device": "cpu", "num_threads": spec.threads}
+    train_cfg = TrainConfig(**{**spec.train, **quiet})
+    trainer = Trainer(train_cfg, seed=spec.seed)
     fit = trainer.fit(model, splits)
     metrics = trainer.evaluate(model, splits["test"])
     infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)

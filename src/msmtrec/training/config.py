@@ -16,6 +16,7 @@ LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 SCENARIO_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 MONITORS = ("auto", "mean_auc", "mean_gauc", "mean_logloss", "mean_rmse")
 DEVICES = ("auto", "cpu", "cuda")
+TRACKERS = ("none", "mlflow")
 CALIBRATIONS = ("none", "platt", "isotonic")
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -88,9 +89,21 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     progress: bool = True
-    """Show the tqdm progress bar (rank 0 only)."""
-    num_threads: int = 0
-    """CPU threads for torch ops (0: torch's default). On small shared machines 1 is often fastest."""
+    """Show the tqdm progress bar (rank 0, and only when stderr is a terminal: a log file gets no bar)."""
+    log_epochs: bool = True
+    """Print one plain line per epoch (rank 0): train loss per task, validation monitor, samples/s. Kept
+    with ``progress=false``; this is what a log file shows."""
+    num_threads: int = 1
+    """Intra-op CPU threads for torch ops in this process (0: torch's default, one per core). One thread
+    never collapses on a busy host; more threads gain little on small CPUs (see docs/training.md)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files to ``RUN_DIR/tensorboard/`` (see :mod:`msmtrec.training.tracking`)."""
+    tracking: str = "none"
+    """Also record the run to an experiment tracker: ``none`` or ``mlflow`` (params, metrics, the run folder)."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (``None``: ``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``)."""
+    log_every: int = 50
+    """Optimiser steps between per-step records (loss per task, learning rate, samples/s)."""
     find_unused_parameters: bool = True
     """Passed to DistributedDataParallel; models with branches unused by some batches need it."""
 
@@ -120,13 +133,14 @@ class TrainConfig:
             ("scenario_weighting", self.scenario_weighting, SCENARIO_WEIGHTINGS),
             ("monitor", self.monitor, MONITORS),
             ("device", self.device, DEVICES),
+            ("tracking", self.tracking, TRACKERS),
             ("calibration", self.calibration, CALIBRATIONS),
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"train.{name}: {value!r} is not one of {list(allowed)}")
-        for name in ("batch_size", "eval_batch_size", "max_epochs"):
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Batch, Schema
-from msmtrec.data.stream import ParquetStream
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import WEIGHTS
@@ -47,8 +46,12 @@ from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, sampling_offsets, scenario_weights
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value, predict_split
+from msmtrec.training.tracking import open_tracker, sample_batch
 
-TrainSplit = TensorDataset | ParquetStream
+if TYPE_CHECKING:  # streaming needs pandas/pyarrow; in-memory training should not import them
+    from msmtrec.data.stream import ParquetStream
+
+TrainSplit: TypeAlias = "TensorDataset | ParquetStream"
 """The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
 STATE_FILE = "last.pt"
@@ -106,13 +109,14 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     loss_params = [p for p in module.loss.parameters() if p.requires_grad]
     dense = [p for p in module.model.parameters() if p.requires_grad and id(p) not in emb_ids]
     groups = [
-        {"params": dense, "lr": config.lr, "weight_decay": config.weight_decay},
+        {"name": "dense", "params": dense, "lr": config.lr, "weight_decay": config.weight_decay},
         {
+            "name": "embedding",
             "params": emb,
             "lr": config.embedding_lr if config.embedding_lr is not None else config.lr,
             "weight_decay": config.embedding_weight_decay,
         },
-        {"params": loss_params, "lr": config.lr, "weight_decay": 0.0},
+        {"name": "loss", "params": loss_params, "lr": config.lr, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -214,6 +218,9 @@ class Trainer:
         model.output_mapping = OutputMapping(schema, sampling_offsets(cfg, schema))  # exact re-calibration
         module = TrainingModule(model, loss).to(self.device)
         optimizer = build_optimizer(module, cfg)
+        tracker = open_tracker(cfg, self.run_dir, ctx.is_main)  # TensorBoard / MLflow (rank 0, with a run_dir)
+        tracker.log_run(model, cfg, self.seed)
+        gate_sample = sample_batch(valid, self.device) if tracker.active else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
         scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
         state = TrainState()
@@ -259,7 +266,7 @@ class Trainer:
                 total=n_batches,
                 initial=state.batch_in_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
-                disable=not (cfg.progress and ctx.is_main),
+                disable=not (cfg.progress and ctx.is_main and _is_terminal(sys.stderr)),  # log files get lines
                 dynamic_ncols=True,
                 unit="batch",
             )
@@ -288,6 +295,7 @@ class Trainer:
                 state.batch_in_epoch += 1
                 state.global_step += 1
                 steps_here += 1
+                tracker.step(state.global_step, per_task, total, n * ctx.world_size, optimizer, schema.task_names)
                 if bar.disable is False and (state.batch_in_epoch % 10 == 0 or state.batch_in_epoch == n_batches):
                     mean = (sums / max(rows, 1)).tolist()
                     post = {name: f"{mean[i]:.4f}" for i, name in enumerate(schema.task_names)}
@@ -300,6 +308,7 @@ class Trainer:
                     bar.close()
                     os.kill(os.getpid(), signal.SIGKILL)
             bar.close()
+            speed = bar_rows / max(time.perf_counter() - bar_start, 1e-9)  # training rows/s, before validation
 
             # ---- epoch end: train loss (all ranks pooled), validation, early stopping
             pooled = ctx.all_gather_object((sums.cpu(), rows))
@@ -317,16 +326,19 @@ class Trainer:
             else:
                 state.bad_epochs += 1
             state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
+            tracker.epoch(epoch, state.history[-1], valid_metrics, model, gate_sample)
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             sums, rows = torch.zeros_like(sums), 0
             if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
                 state.finished = True
-            if ctx.is_main and cfg.progress:
-                tqdm.write(self._epoch_line(state.history[-1], improved), file=sys.stderr)
+            if ctx.is_main and cfg.log_epochs:
+                tqdm.write(self._epoch_line(state.history[-1], improved, cfg.max_epochs, speed), file=sys.stderr)
+                sys.stderr.flush()
             checkpoint()
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
 
+        tracker.close()
         if best_state is not None:
             model.load_state_dict(best_state)
         train_seconds = elapsed() if steps_here else state.train_seconds
@@ -431,19 +443,34 @@ class Trainer:
         for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
-            for k in kind_of(task).history_keys:
+            keys = kind_of(task).history_keys
+            for k in keys:
                 row[f"valid/{task.name}/{k}"] = metrics["overall"][task.name].get(k)
+            for scen, cells in metrics.get("by_scenario", {}).items():  # per-scenario curves (msmtrec plot)
+                for k in keys:
+                    row[f"valid/{scen}/{task.name}/{k}"] = cells.get(task.name, {}).get(k)
         return row
 
     @staticmethod
-    def _epoch_line(row: dict[str, Any], improved: bool) -> str:
+    def _epoch_line(row: dict[str, Any], improved: bool, max_epochs: int | None = None, speed: float = 0.0) -> str:
         losses = " ".join(
             f"{k.split('/', 1)[1]}={v:.4f}" for k, v in row.items() if k.startswith("train_loss/")
         )
         mon = row["valid/monitor"]
         mark = " *" if improved else ""
         mon_s = "-" if mon is None else f"{mon:.4f}"
-        return f"epoch {row['epoch'] + 1}: train loss {losses} | valid monitor {mon_s}{mark}"
+        of = f"/{max_epochs}" if max_epochs else ""
+        rate = f" | {speed:,.0f} samples/s" if speed > 0 else ""
+        return f"epoch {row['epoch'] + 1}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal: a redrawn bar there, plain lines in a log file or pipe."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed stream
+        return False
 
 
 def _scenario_counts(split: TrainSplit, schema: Schema) -> torch.Tensor:
