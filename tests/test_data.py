@@ -332,8 +332,8 @@ def test_numeric_category_columns_become_text_without_spurious_decimals() -> Non
     import numpy as np
     import pandas as pd
 
-    from msmtrec.data.reader import _to_text
+    from msmtrec.data.reader import to_text
 
-    assert _to_text(pd.Series([1.0, np.nan, 3.0])).tolist() == ["1", None, "3"]
-    assert _to_text(pd.Series([7, 8])).tolist() == ["7", "8"]
-    assert _to_text(pd.Series([1.5, np.nan])).tolist() == ["1.5", None]
+    assert to_text(pd.Series([1.0, np.nan, 3.0])).tolist() == ["1", None, "3"]
+    assert to_text(pd.Series([7, 8])).tolist() == ["7", "8"]
+    assert to_text(pd.Series([1.5, np.nan])).tolist() == ["1.5", None]

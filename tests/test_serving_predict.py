@@ -115,3 +115,46 @@ def test_predict_cli_error_exits_2(run_dir: Path, tmp_path: Path, capsys: pytest
         main(["predict", str(run_dir), "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "o.csv")])
     assert e.value.code == 2
     assert "no such input file" in capsys.readouterr().err
+
+
+def test_keep_a_label_column_beside_its_prediction(run_dir: Path, rows: pd.DataFrame, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    rows.to_csv(src, index=False)
+    predict_file(run_dir, src, tmp_path / "out.csv", keep=["visit", "customer"])
+    result = pd.read_csv(tmp_path / "out.csv")
+    assert list(result.columns) == ["visit_label", "customer", "visit", "conversion", "spend"]
+    assert result["visit_label"].tolist() == rows["visit"].tolist()
+    assert result["visit"].between(0, 1).all()
+
+
+def test_predict_checks_csv_structure_and_names_exact_lines(run_dir: Path, rows: pd.DataFrame, tmp_path: Path) -> None:
+    text = rows.head(50).to_csv(index=False).splitlines()
+    text.insert(5, "")  # a blank line: later rows sit one line lower than their row number says
+    text[20] += ",extra"  # physical line 21: one field too many would shift values into other columns
+    (tmp_path / "bad.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"bad\.csv:21: expected \d+ fields \(as in the header\), found \d+"):
+        predict_file(run_dir, tmp_path / "bad.csv", tmp_path / "out.csv")
+    text[20] = text[20][: -len(",extra")]
+    col = text[0].split(",").index("recency")
+    cells = text[30].split(",")
+    cells[col] = "soon"
+    text[30] = ",".join(cells)
+    (tmp_path / "bad.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"bad\.csv:31: column 'recency' expected a number, got 'soon'"):
+        predict_file(run_dir, tmp_path / "bad.csv", tmp_path / "out.csv")
+
+
+def test_predict_reads_large_csv_in_blocks_like_one_read(
+    run_dir: Path, rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import msmtrec.data.reader as reader
+
+    src = tmp_path / "in.csv"
+    rows.to_csv(src, index=False)
+    whole = predict_file(run_dir, src, tmp_path / "whole.csv", chunk_rows=256)
+    original = reader.iter_csv_chunks
+    monkeypatch.setattr(reader, "iter_csv_chunks", lambda *a, **k: original(*a, **{**k, "block_bytes": 4096}))
+    monkeypatch.setattr(predict_mod, "iter_csv_chunks", reader.iter_csv_chunks)
+    small = predict_file(run_dir, src, tmp_path / "blocks.csv", chunk_rows=256)
+    assert small.rows == whole.rows == 1000 and small.chunks == whole.chunks == 4
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "blocks.csv"), pd.read_csv(tmp_path / "whole.csv"))

@@ -10,6 +10,11 @@ load a run through :func:`load_run`, so they agree on how a model is rebuilt.
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +35,9 @@ WEIGHTS = "model.pt"
 METRICS = "metrics.json"
 PREPROCESSOR = "preprocessor.json"
 SCHEMA = "schema.json"
+STATE = "last.pt"
+TMP_SUFFIX = ".tmp"
+"""Temporary files of atomic writes are ``.{name}.{pid}.tmp`` (see :mod:`msmtrec.atomic`)."""
 
 
 @dataclass
@@ -81,7 +89,7 @@ def load_run(
     for name in needed:
         if not (run / name).exists():
             raise MsmtrecError(f"{run}: not a finished run folder (missing {name}); train one with `msmtrec train`")
-    config = yaml.safe_load((run / CONFIG).read_text()) or {}
+    config = read_config(run / CONFIG)
     pre: Preprocessor | None = None
     if (run / PREPROCESSOR).exists():
         from msmtrec.data.preprocessor import Preprocessor
@@ -93,9 +101,101 @@ def load_run(
     else:
         raise MsmtrecError(f"{run}: neither {PREPROCESSOR} nor {SCHEMA}; cannot rebuild the model")
     model = build_model(model_name(config), schema, model_overrides(config))
-    state = torch.load(run / WEIGHTS, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    weights = run / WEIGHTS
+    load_weights(model, load_checkpoint(weights, map_location), weights, f"{run / PREPROCESSOR}" if pre else "")
     model.output_mapping = OutputMapping.load(run, schema)  # fitted bias correction / calibration, if any
     model.eval()
     metrics = json.loads((run / METRICS).read_text()) if (run / METRICS).exists() else {}
     return LoadedRun(run, model, pre, config, metrics)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a mapping, or a one-line error."""
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise MsmtrecError(f"{path}: damaged run config ({type(e).__name__}); restore it or retrain the run") from None
+    if not isinstance(config, dict):
+        raise MsmtrecError(f"{path}: damaged run config (expected a mapping); restore it or retrain the run")
+    return config
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` with a one-line error for each way a checkpoint file can be bad.
+
+    Only tensors and plain containers are ever loaded: a file holding pickled Python objects is refused
+    with a message that says how to re-save it, never by loading it unsafely.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise MsmtrecError(f"{path}: no such checkpoint; train the run (msmtrec train) to write it") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        raise MsmtrecError(
+            f"{path}: not a plain tensor checkpoint (it holds {what}, which msmtrec refuses to unpickle); "
+            "save a state dict of tensors instead (torch.save(model.state_dict(), path)) or retrain the run"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        reason = "empty" if size == 0 else "truncated or damaged"
+        detail = str(e).split(".")[0].strip() or type(e).__name__
+        raise MsmtrecError(
+            f"{path}: {reason} checkpoint ({size:,} bytes; {detail}); restore the file or retrain the run"
+        ) from None
+
+
+def load_weights(model: torch.nn.Module, state: Any, path: Path, schema_source: str = "") -> None:
+    """Load ``state`` into ``model``; a checkpoint of another schema or model names the first mismatch."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MsmtrecError(
+            f"{path}: not a model state dict (expected parameter names mapped to tensors, got {type(state).__name__})"
+        )
+    own = model.state_dict()
+    built = f"the model built from {schema_source}" if schema_source else "the model this run's config builds"
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if mismatched:
+        k = mismatched[0]
+        raise MsmtrecError(
+            f"{path}: parameter {k!r} has shape {list(state[k].shape)} in the checkpoint but {list(own[k].shape)} "
+            f"in {built} ({len(mismatched)} mismatching parameter(s)): the checkpoint comes from another dataset "
+            "schema; keep model.pt with the preprocessor.json and config.yaml it was trained with, or retrain"
+        )
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        first = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise MsmtrecError(
+            f"{path}: parameters do not match {built} ({first}; {len(missing)} missing, {len(unexpected)} "
+            "unexpected): the checkpoint comes from another model or config; keep it with its own config.yaml"
+        )
+    model.load_state_dict(state)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete temporary files a killed writer left in ``run_dir`` (their writer process no longer runs)."""
+    removed = []
+    for tmp in Path(run_dir).glob(f".*{TMP_SUFFIX}"):
+        pid = tmp.name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -73,15 +73,18 @@ def inspect_report(p) -> str:  # noqa: ANN001 - PreparedData
     rows += [[s.name, "sequence", s.vocab_size, p.report["oov"]["test"].get(s.name, 0)] for s in schema.sequences]
     out += [
         "",
-        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket)",
+        "Sparse fields (vocabulary fitted on train; OOV = test values mapped to the unknown bucket, or for hashed "
+        "fields test values never seen in training: the cold-start share)",
         format_table(["field", "kind", "vocab", "test OOV"], rows),
     ]
     missing = {k: v for k, v in p.report["missing"].items() if v}
-    if missing:
+    non_finite = p.report.get("non_finite", {})
+    if missing or non_finite:
+        rows = [[c, missing.get(c, 0), non_finite.get(c, 0)] for c in sorted({*missing, *non_finite})]
         out += [
             "",
-            "Missing values (imputed for dense fields, OOV bucket for sparse fields)",
-            format_table(["column", "missing"], sorted(missing.items())),
+            "Missing and non-finite values (imputed for dense fields, OOV bucket for sparse fields)",
+            format_table(["column", "missing", "non-finite (inf)"], rows),
         ]
     else:
         out.append("\nMissing values: none")
@@ -107,8 +110,10 @@ def prepare(
         f"wrote {out}: {', '.join(f'{k} {v:,}' for k, v in p.report['rows'].items())} rows "
         f"({n / dt:,.0f} rows/s including reading)"
     )
-    for reason, k in p.report["dropped"].items():
-        print(f"dropped on purpose ({reason}): {k:,} rows")
+    from msmtrec.data.pipeline import data_notes
+
+    for note in data_notes(p.report):
+        print(note)
 
 
 @app.command()
@@ -144,18 +149,12 @@ def bench(
     )
 
 
-def _register_optional() -> None:
+def _register_more() -> None:
     """Commands that live in their own modules (``data synth``, ``data stream-bench``, ``data sample``) join."""
-    import importlib
+    from msmtrec.cli import data_sample, data_synth
 
-    for name in ("msmtrec.cli.data_synth", "msmtrec.cli.data_sample"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        mod.register(app)
+    data_synth.register(app)
+    data_sample.register(app)
 
 
-_register_optional()
+_register_more()

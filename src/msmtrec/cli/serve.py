@@ -35,7 +35,8 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", help="Raw rows: .csv, .csv.gz or .parquet."),
     output: Path = typer.Option(..., "--output", "-o", help="Predictions: .csv, .csv.gz or .parquet."),
     chunk_rows: int = typer.Option(50_000, "--chunk-rows", help="Rows per chunk (bounds memory)."),
-    keep: list[str] = typer.Option(None, "--keep", help="Extra input column to copy to the output (repeatable)."),
+    keep: list[str] = typer.Option(None, "--keep", help="Extra input column to copy to the output (repeatable); "
+                                 "one named like a task (its label) is written as NAME_label."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: half the cores, at most 4)."),
 ) -> None:
     """Score a file chunk by chunk: one column per task (probabilities, or values in original units)."""

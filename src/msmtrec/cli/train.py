@@ -27,6 +27,20 @@ from msmtrec.config import parse_set_options
 from msmtrec.errors import ConfigError
 
 
+def zoo_names() -> list[str]:
+    """Registered model names for ``--help``, read from the zoo's ``@register("...")`` lines.
+
+    Reading the sources keeps ``msmtrec --help`` from importing torch; a test checks the list equals
+    :func:`msmtrec.models.registered_models`.
+    """
+    import re
+
+    import msmtrec
+
+    models = Path(msmtrec.__file__).parent / "models"
+    return sorted(n for f in models.glob("*.py") for n in re.findall(r'^@register\("([\w-]+)"\)', f.read_text(), re.M))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``evaluate`` to the root app."""
 
@@ -35,7 +49,7 @@ def register(app: typer.Typer) -> None:
         data: str | None = typer.Option(
             None, "--data", help="Dataset: shipped name (hillstrom), spec YAML, prepared dir, or planted[:ROWS]."
         ),
-        model: str | None = typer.Option(None, "--model", help="Registered model name (see the model zoo)."),
+        model: str | None = typer.Option(None, "--model", help=f"Registered model: {', '.join(zoo_names())}."),
         config: Path | None = typer.Option(None, "--config", help="YAML with model: and train: sections."),
         set_: list[str] | None = typer.Option(
             None, "--set", help="Override a setting: model.KEY=VALUE or train.KEY=VALUE (repeatable)."

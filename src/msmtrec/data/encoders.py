@@ -7,6 +7,8 @@ instead of silently absorbing them.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -72,24 +74,89 @@ class VocabEncoder:
 
 @dataclass
 class HashEncoder:
-    """Value → ``1 + hash(value) mod buckets`` (stable across processes); missing → 0."""
+    """Value → ``1 + hash(value) mod buckets`` (stable across processes); missing → 0.
+
+    Hashing has no unknown bucket, so a brand-new id would never show as out-of-vocabulary. To keep the
+    cold-start share visible, ``fit`` records the training values (for a streamed fit: those of its
+    sample) in a Bloom filter (``seen_bits``, about
+    16 bits per distinct value, at most 1 MiB, stored compressed); ``transform`` then counts values never
+    seen in training (slightly undercounted: a new value passes as seen with probability about
+    ``seen_false_positive``, well under 1 % unless the cap was hit).
+    """
 
     buckets: int = 1000
     kind: str = "hash"
+    seen_bits: str = ""
+    """Bloom filter of the training values: zlib-compressed, base64 (empty: not recorded, e.g. an old artifact)."""
+    seen_size: int = 0
+    """Bits in the filter (a power of two)."""
+    seen_false_positive: float = 0.0
 
     @property
     def vocab_size(self) -> int:
         return self.buckets + 1
 
     def fit(self, values: pd.Series) -> HashEncoder:
+        hashed = np.unique(_hash(values.dropna()))
+        bits = 1 << int(np.clip(np.ceil(np.log2(max(hashed.size, 1) * 16)), 10, 23))
+        self._store(np.zeros(bits, bool), hashed)
         return self
 
+    def add(self, values: pd.Series) -> HashEncoder:
+        """Record more training values (a warm start's new window); codes never change."""
+        table = self._table()
+        if table is not None:
+            self._store(table.copy(), np.unique(_hash(values.dropna())))
+        return self
+
+    def _store(self, table: np.ndarray, hashed: np.ndarray) -> None:
+        for pos in _bloom_positions(hashed, table.size):
+            table[pos] = True
+        self.seen_size = table.size
+        self.seen_bits = base64.b64encode(zlib.compress(np.packbits(table).tobytes(), 6)).decode("ascii")
+        self.seen_false_positive = float(table.mean() ** _BLOOM_HASHES)
+        object.__setattr__(self, "_cached_table", table)
+
     def transform(self, values: pd.Series | np.ndarray) -> tuple[np.ndarray, int]:
+        """Codes and the number of non-missing values never seen in training (cold start)."""
         values = pd.Series(values, dtype=object) if isinstance(values, np.ndarray) else values
         present = values.notna().to_numpy()
-        hashed = pd.util.hash_array(values.fillna("").astype(str).to_numpy(dtype=object))
+        hashed = _hash(values.fillna(""))
         codes = (hashed % np.uint64(self.buckets)).astype(np.int64) + 1
-        return np.where(present, codes, 0), 0
+        return np.where(present, codes, 0), self._unseen(hashed[present])
+
+    def _unseen(self, hashed: np.ndarray) -> int:
+        table = self._table()
+        if table is None or hashed.size == 0:
+            return 0
+        seen = np.ones(hashed.size, bool)
+        for pos in _bloom_positions(hashed, self.seen_size):
+            seen &= table[pos]
+        return int((~seen).sum())
+
+    def _table(self) -> np.ndarray | None:
+        cached = getattr(self, "_cached_table", None)
+        if cached is None and self.seen_bits:
+            raw = np.frombuffer(zlib.decompress(base64.b64decode(self.seen_bits)), np.uint8)
+            cached = np.unpackbits(raw)[: self.seen_size].astype(bool)
+            object.__setattr__(self, "_cached_table", cached)
+        return cached
+
+
+_BLOOM_HASHES = 3
+
+
+def _hash(values: pd.Series) -> np.ndarray:
+    """The stable 64-bit hash both the buckets and the Bloom filter use."""
+    return pd.util.hash_array(values.astype(str).to_numpy(dtype=object))
+
+
+def _bloom_positions(hashed: np.ndarray, bits: int) -> list[np.ndarray]:
+    """``_BLOOM_HASHES`` bit positions per hash by double hashing of its two 32-bit halves."""
+    low = hashed & np.uint64(0xFFFFFFFF)
+    high = (hashed >> np.uint64(32)) | np.uint64(1)
+    mask = np.uint64(bits - 1)
+    return [((low + np.uint64(i) * high) & mask).astype(np.int64) for i in range(_BLOOM_HASHES)]
 
 
 # ---------------------------------------------------------------------------------------------- numeric

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from msmtrec.data.encoders import DenseEncoder, SequenceEncoder, VocabEncoder, to_numeric
+from msmtrec.data.encoders import DenseEncoder, HashEncoder, SequenceEncoder, VocabEncoder, to_numeric
 from msmtrec.data.preprocessor import Preprocessor
 from msmtrec.data.reader import SCENARIO_COL
 from msmtrec.data.spec import DatasetSpec
@@ -71,6 +71,8 @@ def extend_preprocessor(
     for name, enc in pre.sparse.items():
         if isinstance(enc, VocabEncoder):
             ext.appended[name] = _append(enc, frame[name].dropna().astype(str).value_counts())
+        elif isinstance(enc, HashEncoder):
+            enc.add(frame[name])  # its ids are now seen in training: not counted as cold start
     for name, enc in pre.sequences.items():
         ext.appended[name] = _append(enc, enc.explode(frame[name]).value_counts())
     if dense == "update":

@@ -9,6 +9,7 @@ benchmark sees the same rows in the same split, and the test split is never used
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +22,12 @@ from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.expressions import evaluate
 from msmtrec.data.preprocessor import (
     Preprocessor,
-    TransformReport,
     file_checksum,
     line_locator,
 )
 from msmtrec.data.reader import SCENARIO_COL, SPLIT_COL, RawData, read_dataset
 from msmtrec.data.schema import Schema
-from msmtrec.data.spec import DatasetSpec, load_spec
+from msmtrec.data.spec import DatasetSpec, SplitSpec, load_spec
 from msmtrec.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -116,6 +116,16 @@ def read_and_filter(spec: DatasetSpec, data_root: str | Path | None = None) -> R
     return raw
 
 
+def read_like_spec(spec: DatasetSpec, path: str | Path, data_root: str | Path | None = None) -> RawData:
+    """Rows of one raw file, read and filtered exactly as ``spec`` reads its own files.
+
+    Evaluating a trained run on a new file must score the population it was trained on: the same columns,
+    separator, encoding, structure checks and ``filter`` (dropped rows are counted in ``dropped``).
+    """
+    files = dataclasses.replace(spec.files, path=str(Path(path).resolve()), format="auto")
+    return read_and_filter(dataclasses.replace(spec, files=files, split=SplitSpec()), data_root)
+
+
 def prepare_dataset(
     spec: str | Path | DatasetSpec,
     seed: int = 0,
@@ -171,12 +181,37 @@ def prepare_dataset(
         "oov": {k: v.oov for k, v in reports.items()},
         "imputed": {k: v.imputed for k, v in reports.items()},
         "missing": {c: int(frame[c].isna().sum()) for c in frame.columns if not c.startswith("__")},
+        "non_finite": non_finite_counts(frame),
         "funnel_violations": funnel,
     }
     if extension is not None:
         report["extension"] = {"appended": extension.appended, "new_scenarios": extension.new_scenarios,
                                "dense": extension.dense}
     return PreparedData(spec.name, spec, pre, splits, raw_labels, report)
+
+
+def non_finite_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """``inf`` / ``-inf`` per numeric column: imputed like missing values, so reported beside them."""
+    out = {}
+    for c in frame.columns:
+        if not c.startswith("__") and pd.api.types.is_float_dtype(frame[c]):
+            n = int(np.isinf(frame[c].to_numpy()).sum())
+            if n:
+                out[c] = n
+    return out
+
+
+def data_notes(report: dict) -> list[str]:
+    """One line each for rows skipped or dropped and for imputed values: what ``prepare`` and ``train`` print."""
+    notes = [f"dropped on purpose ({reason}): {n:,} rows" for reason, n in report.get("dropped", {}).items()]
+    missing = {c: n for c, n in report.get("missing", {}).items() if n}
+    non_finite = report.get("non_finite", {})
+    if missing:
+        notes.append("missing values: " + ", ".join(f"{c} {n:,}" for c, n in sorted(missing.items())))
+    if non_finite:
+        counts = ", ".join(f"{c} {n:,}" for c, n in non_finite.items())
+        notes.append(f"non-finite numbers (inf/-inf, imputed): {counts}")
+    return notes
 
 
 def _funnel_violations(spec: DatasetSpec, raw_labels: dict[str, np.ndarray]) -> dict[str, int]:
@@ -222,10 +257,3 @@ def load_prepared(directory: str | Path) -> PreparedData:
     report_path = directory / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return PreparedData(pre.spec.name, pre.spec, pre, splits, raw_labels, report)
-
-
-def transform_records(
-    pre: Preprocessor, frame: pd.DataFrame, with_labels: bool = False
-) -> tuple[dict, TransformReport]:
-    """Encode raw rows at inference time (serving, batch prediction) with a saved preprocessor."""
-    return pre.transform(frame, with_labels=with_labels)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 import torch
 
 from msmtrec import __version__
+from msmtrec.atomic import write_text_atomic
 from msmtrec.data.encoders import (
     BucketEncoder,
     DenseEncoder,
@@ -34,7 +33,7 @@ from msmtrec.data.encoders import (
     to_numeric,
 )
 from msmtrec.data.expressions import evaluate, is_plain_column
-from msmtrec.data.reader import LINE_COL, SCENARIO_COL
+from msmtrec.data.reader import FILE_COL, LINE_COL, SCENARIO_COL, to_text
 from msmtrec.data.schema import Batch, Schema, SequenceField, SparseField, Task
 from msmtrec.data.spec import DatasetSpec, spec_from_dict, spec_to_dict
 from msmtrec.errors import DataError
@@ -135,7 +134,7 @@ class Preprocessor:
                 self.dense[f.name] = DenseEncoder(transform_name=f.transform, impute=f.impute).fit(x)
         for f in spec.features.sequence:
             self.sequences[f.name] = SequenceEncoder(f.sep, f.max_len, f.min_count).fit(frame[f.name])
-        self.scenarios = sorted(frame[SCENARIO_COL].astype(str).unique(), key=_natural_key)
+        self.scenarios = sorted(frame[SCENARIO_COL].astype(str).unique(), key=natural_key)
         self.fitted_rows = len(frame)
         return self
 
@@ -316,7 +315,7 @@ class Preprocessor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / ARTIFACT_NAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -364,24 +363,14 @@ def _stack(columns: list[np.ndarray], rows: int, dtype: type) -> np.ndarray:
 def _as_text(s: pd.Series) -> pd.Series:
     if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
         return s
-    from msmtrec.data.reader import _to_text
-
-    return _to_text(s)
+    return to_text(s)
 
 
-def _natural_key(s: str) -> tuple:
+def natural_key(s: str) -> tuple:
     try:
         return (0, float(s), s)
     except ValueError:
         return (1, 0.0, s)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def file_checksum(paths: list[str]) -> str:
@@ -396,8 +385,6 @@ def file_checksum(paths: list[str]) -> str:
 
 def line_locator(frame: pd.DataFrame, files: list[str]):  # noqa: ANN201
     """A ``where(index) -> "file:line"`` function for error messages."""
-    from msmtrec.data.reader import FILE_COL
-
     def where(i: object) -> str:
         r = frame.loc[i]
         return f"{files[int(r[FILE_COL])]}:{int(r[LINE_COL])}"

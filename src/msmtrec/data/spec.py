@@ -41,6 +41,11 @@ class FileSpec:
     na_values: list[str] = field(default_factory=lambda: ["", "NA", "NaN", "nan", "null", "?"])
     scenario_pattern: str | None = None
     """Regex with a ``(?P<scenario>...)`` group: take the scenario from each file's path."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV files (``latin-1``, ``cp1252``, ...); a byte it cannot decode is an error."""
+    bad_rows: Literal["error", "skip"] = "error"
+    """A CSV row whose field count differs from the header's: stop with an error naming the line, or skip
+    it (skipped rows are counted and reported by ``data inspect``, ``data prepare`` and ``train``)."""
 
 
 @dataclass

@@ -48,7 +48,8 @@ import pyarrow.parquet as pq
 import torch
 
 from msmtrec.data.dataset import TensorDataset
-from msmtrec.data.preprocessor import Preprocessor, TransformReport, _natural_key
+from msmtrec.data.files import file_format
+from msmtrec.data.preprocessor import Preprocessor, TransformReport, natural_key
 from msmtrec.data.reader import SCENARIO_COL, expand, needed_columns, string_columns
 from msmtrec.data.schema import Batch
 from msmtrec.data.spec import DatasetSpec, data_root, load_spec
@@ -71,7 +72,7 @@ def row_groups(paths: Iterable[str | Path]) -> list[RowGroup]:
     out: list[RowGroup] = []
     for p in paths:
         p = str(p)
-        if not p.endswith((".parquet", ".pq")):
+        if file_format(p, strict=True) != "parquet":
             raise DataError(f"{p}: streaming reads Parquet files only (convert CSV with pyarrow or `data prepare`)")
         try:
             meta = pq.ParquetFile(p).metadata
@@ -224,7 +225,7 @@ def fit_preprocessor(
     pre = Preprocessor(spec).fit(sample)
     counts = scan_scenarios(spec, pieces if scenario_paths is None else row_groups(scenario_paths))
 
-    pre.scenarios = sorted(counts, key=_natural_key)
+    pre.scenarios = sorted(counts, key=natural_key)
     pre.source_checksum = "footers:" + footer_checksum(sorted({p.file for p in pieces}))
     return pre
 
@@ -275,18 +276,6 @@ class ParquetStream:
     """Stop each epoch after this many rows (set by ``shard`` to equalise ranks)."""
     report: TransformReport = field(default_factory=TransformReport)
     """OOV / imputed counts accumulated over everything encoded so far."""
-
-    @classmethod
-    def from_files(
-        cls, paths: str | Path | list[str] | list[Path], preprocessor: Preprocessor, **kwargs: object
-    ) -> ParquetStream:
-        """A stream over every row group of ``paths`` (a file, a folder of ``*.parquet`` or a list)."""
-        if isinstance(paths, str | Path):
-            p = Path(paths)
-            paths = sorted(str(x) for x in p.glob("*.parquet")) if p.is_dir() else [str(p)]
-        if not paths:
-            raise DataError("ParquetStream: no files given")
-        return cls(row_groups([str(p) for p in paths]), preprocessor, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------- sizes
 
@@ -553,6 +542,75 @@ def split_files(
     return out
 
 
+def time_range(path: str, column: str) -> tuple[object, object, int]:
+    """``(min, max, rows)`` of ``column`` over a Parquet file, from its footer statistics (no data read)."""
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    if column not in names:
+        raise DataError(f"{path}: no time column {column!r} (split.time_column); the file has {names}")
+    j = names.index(column)
+    lows, highs = [], []
+    for i in range(meta.num_row_groups):
+        st = meta.row_group(i).column(j).statistics
+        if meta.row_group(i).num_rows == 0:
+            continue
+        if st is None or not st.has_min_max:
+            raise DataError(
+                f"{path} row group {i}: no min/max statistics for time column {column!r}; a streamed time split "
+                "orders files by them: rewrite the file with statistics, or train without --stream"
+            )
+        lows.append(st.min)
+        highs.append(st.max)
+    if not lows:
+        raise DataError(f"{path}: no rows")
+    return min(lows), max(highs), meta.num_rows
+
+
+def split_files_by_time(
+    files: list[str], column: str, fractions: tuple[float, float, float] | list[float]
+) -> dict[str, list[str]]:
+    """A time split by whole files: earliest files train, then valid, then test (shares by row count).
+
+    Streaming cannot scatter one file's rows over splits, so each split boundary must fall between
+    files: every time in an earlier split must be <= every time in a later one. Files whose ranges
+    overlap across a boundary are refused (a random split would leak future rows into training).
+    """
+    names = ("train", "valid", "test")
+    wanted = [n for n, f in zip(names, fractions, strict=True) if f > 0]
+    if len(files) < len(wanted):
+        raise DataError(
+            f"split.method time with --stream: cannot split {len(files)} file(s) into {wanted} by file; write one "
+            "Parquet shard per time period (e.g. per day), or train without --stream"
+        )
+    ranges = sorted(((*time_range(f, column), f) for f in files), key=lambda r: (r[0], r[1], r[3]))
+    rows = np.cumsum([r[2] for r in ranges])
+    out: dict[str, list[str]] = {n: [] for n in names}
+    start, cum = 0, 0.0
+    for k, (name, frac) in enumerate(zip(names, fractions, strict=True)):
+        if frac <= 0:
+            continue
+        cum += frac
+        later = sum(1 for n, f in zip(names[k + 1 :], fractions[k + 1 :], strict=True) if f > 0)
+        end = int(np.searchsorted(rows, cum * rows[-1] - 1e-9)) + 1 if later else len(ranges)
+        end = min(max(end, start + 1), len(ranges) - later)
+        out[name] = [r[3] for r in ranges[start:end]]
+        if start > 0:
+            _check_boundary(ranges[:start], ranges[start:end], column)
+        start = end
+    return out
+
+
+def _check_boundary(before: list[tuple], after: list[tuple], column: str) -> None:
+    last = max(before, key=lambda r: r[1])
+    first = min(after, key=lambda r: r[0])
+    if last[1] > first[0]:
+        raise DataError(
+            f"split.method time with --stream: {last[3]} ({column} {last[0]}..{last[1]}) overlaps {first[3]} "
+            f"({first[0]}..{first[1]}) across a split boundary; streaming splits by whole files, so write shards "
+            "that each cover a separate time period, or train without --stream"
+        )
+
+
 @dataclass
 class StreamData:
     """Streamed splits and the preprocessor fitted for them."""
@@ -587,8 +645,10 @@ def stream_splits(
     """Train / valid / test streams for a spec, splitting by whole files.
 
     ``split.method: files`` uses the spec's file lists (without ``valid``, ``valid_fraction`` of the
-    training files is held out); otherwise the files matched by ``files.path`` are assigned to splits
-    in ``split.fractions`` with ``split.seed``. The preprocessor is fitted on the training files
+    training files is held out); ``time`` orders the files by the time ranges in their Parquet footers
+    (:func:`split_files_by_time`, refused when ranges overlap across splits); otherwise the files
+    matched by ``files.path`` are assigned to splits in ``split.fractions`` with ``split.seed``. The
+    preprocessor is fitted on the training files
     (:func:`fit_preprocessor`) unless one is given.
     """
     spec = load_spec(spec, overrides)
@@ -602,6 +662,10 @@ def stream_splits(
         if not files["valid"]:
             part = split_files(files["train"], (1 - s.valid_fraction, s.valid_fraction, 0.0), s.seed)
             files["train"], files["valid"] = part["train"], part["valid"]
+    elif s.method == "time":
+        assert s.time_column is not None  # the spec loader checks it
+        files = split_files_by_time(expand(spec.files.path, root, f"{spec.origin}: files.path"), s.time_column,
+                                    s.fractions)
     else:
         files = split_files(expand(spec.files.path, root, f"{spec.origin}: files.path"), s.fractions, s.seed)
     every = [f for name in ("train", "valid", "test") for f in files[name]]

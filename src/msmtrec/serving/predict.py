@@ -19,8 +19,9 @@ from typing import IO
 
 import pandas as pd
 
+from msmtrec.data.files import file_format as _detect
 from msmtrec.data.preprocessor import TransformReport
-from msmtrec.data.reader import string_columns
+from msmtrec.data.reader import LINE_COL, iter_csv_chunks, string_columns, to_text
 from msmtrec.errors import DataError, MsmtrecError
 from msmtrec.serving.scorer import Scorer
 
@@ -57,13 +58,17 @@ class PredictReport:
 
 
 def file_format(path: str | Path) -> str:
-    """``csv`` or ``parquet`` from the file name (``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet``, ``.pq``)."""
-    name = str(path).lower()
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt", ".csv.bz2", ".csv.zst")):
-        return "csv"
-    raise MsmtrecError(f"{path}: unknown file type; use .csv (or .csv.gz) or .parquet")
+    """``csv`` or ``parquet`` from the file name (the data layer's one detector; unknown names refused)."""
+    return _detect(path, strict=True)
+
+
+LABEL_SUFFIX = "_label"
+"""A kept input column named like a task (its label, usually) is written as ``{task}_label``."""
+
+
+def kept_name(column: str, tasks: list[str] | tuple[str, ...]) -> str:
+    """The output name of a kept input column: itself, or ``{column}_label`` when a prediction has its name."""
+    return f"{column}{LABEL_SUFFIX}" if column in tasks else column
 
 
 def _columns_wanted(scorer: Scorer, available: list[str], keep: list[str]) -> tuple[list[str], list[str]]:
@@ -85,9 +90,10 @@ def _columns_wanted(scorer: Scorer, available: list[str], keep: list[str]) -> tu
     if unknown:
         raise DataError(f"--keep column(s) {unknown} are not in the input; it has {available}")
     ids += [c for c in keep if c not in ids]
-    clash = [c for c in ids if c in scorer.task_names]
+    names = [kept_name(c, scorer.task_names) for c in ids]
+    clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise DataError(f"kept column(s) {clash} have the same name as a task output; rename them in the input")
+        raise DataError(f"--keep: output column(s) {clash} would be written twice; rename them in the input")
     return list(dict.fromkeys(need + ids)), ids
 
 
@@ -109,26 +115,20 @@ def read_chunks(
             frame = rb.to_pandas()
             for c in text & set(frame.columns):
                 if frame[c].dtype != object:
-                    from msmtrec.data.reader import _to_text
-
-                    frame[c] = _to_text(frame[c])
+                    frame[c] = to_text(frame[c])
             yield frame, ids
         return
-    sep = "\t" if str(path).lower().endswith(".tsv") else spec.files.sep.strip() or spec.files.sep
-    try:
-        head = pd.read_csv(path, sep=sep, nrows=0)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (expected a header and rows)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
-    cols, ids = _columns_wanted(scorer, list(head.columns), keep)
-    reader = pd.read_csv(
-        path, sep=sep, usecols=cols, chunksize=chunk_rows, dtype={c: str for c in cols if c in text},
-        na_values=spec.files.na_values, keep_default_na=False,
-    )
-    with reader:
-        for frame in reader:
-            yield frame, ids
+    sep = "\t" if str(path).lower().endswith(".tsv") else None
+    wanted: list[list[str]] = []
+
+    def pick(header: list[str]) -> list[str]:
+        cols, ids = _columns_wanted(scorer, header, keep)
+        wanted.append(ids)
+        return cols
+
+    # the same checks as training's reader (field counts, encoding, compression, exact lines), block by block
+    for frame in iter_csv_chunks(path, spec, pick, text, chunk_rows, sep=sep):
+        yield frame, wanted[0]
 
 
 class _Writer:
@@ -187,18 +187,19 @@ def predict_file(
     report = PredictReport(output=str(dst))
     writer = _Writer(tmp)
     start = time.perf_counter()
-    csv_input = file_format(src) == "csv"
     try:
         for frame, ids in read_chunks(scorer, src, chunk_rows, keep or []):
             offset = report.rows
-
-            def where(i: object, offset: int = offset) -> str:
-                # 1-based file line (after the header) for CSV; 0-based row number for Parquet
-                return f"{src}:{int(i) + offset + 2}" if csv_input else f"{src} row {int(i) + offset}"
-
             frame = frame.reset_index(drop=True)
+            lines = frame.pop(LINE_COL).to_numpy() if LINE_COL in frame.columns else None
+
+            def where(i: object, offset: int = offset, lines: object = lines) -> str:
+                # the physical line for CSV (blank lines and quoted newlines counted); 0-based row for Parquet
+                return f"{src}:{lines[int(i)]}" if lines is not None else f"{src} row {int(i) + offset}"
+
             scored = scorer.score_frame(frame, where=where)
             out = frame[ids].copy() if ids else pd.DataFrame(index=frame.index)
+            out.columns = [kept_name(c, scorer.task_names) for c in out.columns]
             for t in scorer.task_names:
                 out[t] = scored.predictions[t]
             writer.write(out)

@@ -59,7 +59,7 @@ class Regression(TaskKind):
 
     def invalid_labels(self, x: np.ndarray, transform: str = "none") -> tuple[np.ndarray, str]:
         if transform == "log1p":
-            return x < 0, "must be >= 0 (the task uses log1p)"
+            return (x < 0) | ~np.isfinite(x), "must be a finite number >= 0 (the task uses log1p)"
         return ~np.isfinite(x), "must be a finite number"
 
     def encode_labels(self, x: np.ndarray, transform: str = "none") -> np.ndarray:

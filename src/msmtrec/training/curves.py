@@ -87,7 +87,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     history = read_history(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    epochs = [int(r["epoch"] or 0) + 1 for r in history]
+    epochs = [int(r["epoch"] or 0) for r in history]  # history.csv counts epochs from 1
     written = [_plot_loss(plt, run_dir, history, epochs, out / "loss.png")]
     for task, metrics in metric_columns(history).items():
         written.append(_plot_task(plt, task, metrics, history, epochs, out / f"valid_{_safe(task)}.png"))

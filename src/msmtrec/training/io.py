@@ -1,46 +1,26 @@
-"""Atomic writes for everything in a run directory.
-
-A run may be killed at any instant (``kill -9``, OOM killer, pre-empted node). Writing to a temporary
-file in the same directory, flushing it to disk and ``os.replace``-ing it over the target means a reader
-(or a resumed run) sees either the previous complete file or the new complete file, never a torn one.
-"""
+"""Atomic writes for everything in a run directory (through :mod:`msmtrec.atomic`, the one writer)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import yaml
 
-
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from msmtrec.atomic import write_atomic, write_text_atomic
 
 
 def save_torch(obj: Any, path: Path) -> None:
     """``torch.save`` via a temp file + ``os.replace``."""
-    _atomic(path, lambda f: torch.save(obj, f))
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def save_text(text: str, path: Path) -> None:
-    _atomic(path, lambda f: f.write(text.encode("utf-8")))
+    write_text_atomic(path, text)
 
 
 def save_json(obj: Any, path: Path) -> None:

@@ -15,7 +15,7 @@ average ranks for ties), not a histogram approximation.
       "params": 12345,                 # number of model parameters
       "train_seconds": 12.3,           # wall-clock training time (summed over resumed segments)
       "samples_per_second": 40000.0,   # training rows processed per second (all ranks)
-      "best_epoch": 3,                 # epoch whose weights were kept (0-based)
+      "best_epoch": 3,                 # epoch whose weights were kept (1-based, as printed and in history.csv)
       "epochs": 5,                     # epochs trained
       "world_size": 1,                 # training processes (torchrun --nproc_per_node)
       "mean_auc": 0.71,                # mean AUC over scenario × binary-task cells with both classes

@@ -35,6 +35,7 @@ import msmtrec
 from msmtrec import runs
 from msmtrec.config import build_config
 from msmtrec.data.dataset import TensorDataset
+from msmtrec.data.files import is_data_file
 from msmtrec.data.planted import planted_batch
 from msmtrec.data.schema import Schema, Task, synthetic_schema
 from msmtrec.errors import ConfigError
@@ -54,7 +55,6 @@ _CONFIG_KEYS = (
     "model_name", "data", "dataset", "sample", "stream", "seed", "model", "train", "world_size", "msmtrec_version",
     "lineage",
 )
-_RAW_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".zip", ".bz2", ".xz")
 
 
 @dataclass
@@ -86,6 +86,8 @@ class LoadedData:
     schema: Schema
     splits: dict[str, TensorDataset]
     preprocessor: Any | None = None
+    report: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What reading and encoding found (skipped rows, missing and non-finite values), printed by ``train``."""
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -113,12 +115,9 @@ def load_planted(rows: int) -> LoadedData:
 
 
 def _pipeline() -> Any:
-    try:
-        from msmtrec.data import pipeline
-    except ModuleNotFoundError as e:  # pragma: no cover - only before the data pipeline lands
-        if e.name == "msmtrec.data.pipeline":
-            raise ConfigError("the data pipeline (msmtrec.data.pipeline) is missing; use --data planted") from None
-        raise
+    """The data pipeline, imported on first use (pandas is not needed for ``--data planted``)."""
+    from msmtrec.data import pipeline
+
     return pipeline
 
 
@@ -142,7 +141,7 @@ def load_data(
             grown = ", ".join(f"{k} +{v}" for k, v in ext["appended"].items() if v) or "none"
             print(f"warm start from {warm.parent.path}: vocabulary grown: {grown}; new scenarios: "
                   f"{', '.join(ext['new_scenarios']) or 'none'}; dense statistics: {ext['dense']}")
-        return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
+        return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor, prepared.report)
     if stream:
         return _load_streamed(spec, sample)
     if spec == "planted" or spec.startswith("planted:"):
@@ -157,7 +156,7 @@ def load_data(
         prepared = pipeline.load_prepared(path)
     else:
         prepared = pipeline.prepare_dataset(spec, seed=seed, sample=sample)
-    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor)
+    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor, prepared.report)
 
 
 def _load_streamed(spec: str, sample: int | None, preprocessor: Any | None = None) -> LoadedData:
@@ -297,6 +296,9 @@ def train(
         if taken and not resume:
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
         loaded = load_data(data, seed=seed, sample=sample, stream=stream, warm=warm)
+        if ctx.is_main and loaded.report:
+            for note in _pipeline().data_notes(loaded.report):
+                print(f"data: {note}")
         seed_everything(seed)
         model = build_model(model_name, loaded.schema, model_over)
         if warm is not None:
@@ -323,6 +325,8 @@ def train(
             if loaded.preprocessor is not None:
                 loaded.preprocessor.save(out)
             io.save_yaml(resolved, out / CONFIG_FILE)  # last: its presence marks a started run
+        if ctx.is_main:
+            runs.remove_stale_temporaries(out)  # left by a killed run; none of ours is being written now
         ctx.barrier()
         trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
@@ -338,14 +342,14 @@ def train(
             "params": model.num_parameters(),
             "train_seconds": round(result.train_seconds, 3),
             "samples_per_second": round(result.samples_per_second, 1),
-            "best_epoch": result.best_epoch,
+            "best_epoch": result.best_epoch + 1,  # 1-based, as on the console and in history.csv
             "epochs": result.epochs,
             "world_size": ctx.world_size,
             **test,
         }
         if ctx.is_main:
             io.save_json(metrics, out / METRICS_FILE)
-            print(f"{model_name} on {loaded.name} — test split (best epoch {result.best_epoch + 1}):")
+            print(f"{model_name} on {loaded.name} — test split (best epoch {metrics['best_epoch']}):")
             print(format_table(loaded.schema, metrics))
             print(f"run written to {out}")
             sys.stdout.flush()
@@ -389,23 +393,23 @@ def evaluate(
     """Recompute metrics of a run on ``split`` of its own data, another spec, or a raw data file.
 
     Without ``data`` the run's spec is prepared again with its seed and sample, which reproduces the
-    exact encoding. A raw ``.csv``/``.parquet`` file is encoded with the run's preprocessor and
-    evaluated whole; another spec must encode to the same schema as the run.
+    exact encoding. A raw ``.csv``/``.parquet`` file is read and filtered as the run's spec reads its
+    own files, encoded with the run's preprocessor and evaluated whole; another spec must encode to the
+    same schema as the run.
     """
     from msmtrec.training.distributed import resolve_device
 
     model, cfg, pre = load_run_model(run_dir)
     dev = resolve_device(device)
     model.to(dev)
-    if data is not None and Path(data).is_file() and Path(data).suffix.lower() in _RAW_SUFFIXES:
+    if data is not None and is_data_file(data):
         if pre is None:
             raise ConfigError(f"{run_dir}: no {PREPROCESSOR_FILE}, so raw files cannot be encoded for it")
-        import pandas as pd
+        from msmtrec.data.preprocessor import line_locator
 
-        path = Path(data)
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-        batch, _ = pre.transform(frame, with_labels=True)
-        dataset, name, split = TensorDataset(batch), path.name, "file"
+        raw = _pipeline().read_like_spec(pre.spec, data)  # the spec's reader and filter: training's population
+        batch, _ = pre.transform(raw.frame, with_labels=True, where=line_locator(raw.frame, raw.files))
+        dataset, name, split = TensorDataset(batch), Path(data).name, "file"
     else:
         spec = data if data is not None else cfg["data"]
         if data is None and cfg.get("stream"):

@@ -38,7 +38,7 @@ from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel
-from msmtrec.runs import WEIGHTS
+from msmtrec.runs import STATE, WEIGHTS, load_checkpoint, load_weights
 from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
 from msmtrec.training.adam import FusedAdam
@@ -54,8 +54,9 @@ if TYPE_CHECKING:  # streaming needs pandas/pyarrow; in-memory training should n
 TrainSplit: TypeAlias = "TensorDataset | ParquetStream"
 """The training split: in memory, or streamed from Parquet row groups (larger than memory)."""
 
-STATE_FILE = "last.pt"
+STATE_FILE = STATE
 MODEL_FILE = WEIGHTS
+_STATE_KEYS = {"world_size", "seed", "module", "optimizer", "state", "best_state", "per_rank"}
 HISTORY_FILE = "history.csv"
 DIE_AFTER_ENV = "MSMTREC_TEST_DIE_AFTER_BATCHES"
 """Test hook: SIGKILL this process right after that many optimiser steps (and any checkpoint due)."""
@@ -151,6 +152,7 @@ class FitResult:
 
     model: MultiTaskModel
     best_epoch: int
+    """Index into ``history`` (0-based); outputs (console, metrics.json, history.csv) count epochs from 1."""
     best_score: float
     epochs: int
     history: list[dict[str, Any]]
@@ -407,7 +409,10 @@ class Trainer:
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None, torch.Tensor, int]:
         if self.run_dir is None or not (self.run_dir / STATE_FILE).exists():
             raise ConfigError(f"cannot resume: no {STATE_FILE} in {self.run_dir}")
-        payload = torch.load(self.run_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        path = self.run_dir / STATE_FILE
+        payload = load_checkpoint(path)
+        if not isinstance(payload, dict) or not _STATE_KEYS <= set(payload):
+            raise ConfigError(f"{path}: not an msmtrec training state (expected the last.pt `msmtrec train` writes)")
         if payload["world_size"] != self.ctx.world_size:
             raise ConfigError(
                 f"cannot resume {self.run_dir}: it was trained with {payload['world_size']} process(es), "
@@ -415,8 +420,11 @@ class Trainer:
             )
         if payload["seed"] != self.seed:
             raise ConfigError(f"cannot resume {self.run_dir}: seed {self.seed} differs from {payload['seed']}")
-        module.load_state_dict(payload["module"])
-        optimizer.load_state_dict(payload["optimizer"])
+        load_weights(module, payload["module"], path)
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"{path}: optimizer state does not match this run's optimizer ({e})") from None
         mine = payload["per_rank"][self.ctx.rank]
         torch.set_rng_state(mine["rng"]["torch"])
         if "cuda" in mine["rng"] and self.device.type == "cuda":
@@ -435,7 +443,7 @@ class Trainer:
         model: MultiTaskModel,
     ) -> dict[str, Any]:
         names = model.schema.task_names
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": mean_loss[-1]}
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_loss[-1]}  # 1-based, as printed
         row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
@@ -461,7 +469,7 @@ class Trainer:
         mon_s = "-" if mon is None else f"{mon:.4f}"
         of = f"/{max_epochs}" if max_epochs else ""
         rate = f" | {speed:,.0f} samples/s" if speed > 0 else ""
-        return f"epoch {row['epoch'] + 1}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
+        return f"epoch {row['epoch']}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
 
 
 def _is_terminal(stream: Any) -> bool:
