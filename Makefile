@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHARED ?= ../shared/data
 
-.PHONY: setup demo test lint dist bench-quick clean
+.PHONY: setup torchrec demo test lint dist bench-quick clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+# TorchRec for sharded embedding tables (train.embeddings=torchrec), CPU build, into $(VENV) (VENV=... for
+# another one). torchrec goes in with --no-deps: its own requirements would pull the CUDA fbgemm-gpu.
+# Fails if torch changed or anything CUDA came in.
+torchrec: setup
+	@before=$$($(PY) -c 'import torch; print(torch.__version__)'); \
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,torchrec]' && \
+	$(PY) -m pip install -q -c constraints.txt --no-deps torchrec==1.8.0 && \
+	after=$$($(PY) -c 'import torch; print(torch.__version__)') && \
+	if [ "$$before" != "$$after" ]; then echo "error: pip replaced torch $$before with $$after" >&2; exit 1; fi && \
+	if $(PY) -m pip list 2>/dev/null | grep -qi nvidia; then echo "error: CUDA packages were installed" >&2; exit 1; fi && \
+	$(PY) -c 'import torchrec, fbgemm_gpu; print("torchrec", torchrec.__version__, "on torch", "'"$$after"'")'
 
 demo: setup
 	rm -rf runs/demo-hef

@@ -6,6 +6,10 @@ kept fair) and ``doc/reading.md`` (what the numbers say). A per-dataset note can
 ``--note DATASET=FILE`` (e.g. why fewer seeds were run).
 
     python benchmarks/make_benchmarks_doc.py benchmarks/results/hillstrom benchmarks/results/census_kdd
+
+``--publish DIR`` first copies each folder's small files (the four reports, ``machine.json``, ``suite.json``,
+``notes.json``, ``tuned.json``, ``results.csv`` and each study's ``best.yaml`` / ``trials.csv`` / ``tune.json``)
+to ``DIR/<folder name>`` so they can be committed, then builds the page from those copies.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,12 +45,34 @@ def body(path: Path) -> str:
     return "\n".join(keep).strip()
 
 
+PUBLISHED = ("summary.md", "seesaw.md", "ablation.md", "cost.md", "machine.json", "suite.json", "notes.json",
+             "tuned.json", "results.csv")
+STUDY_FILES = ("best.yaml", "trials.csv", "tune.json")
+
+
+def publish(folder: Path, dest: Path) -> Path:
+    """Copy the small, committable files of a results folder (no PNGs, checkpoints or study databases)."""
+    target = dest / folder.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        if (folder / name).exists():
+            shutil.copy2(folder / name, target / name)
+    for study in sorted((folder / "tune").glob("*")) if (folder / "tune").is_dir() else []:
+        for name in STUDY_FILES:
+            if (study / name).exists():
+                (target / "tune" / study.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(study / name, target / "tune" / study.name / name)
+    return target
+
+
 def machine_line(folder: Path) -> str:
     m = json.loads((folder / "machine.json").read_text())
     load = ", ".join(f"{v:.1f}" for v in m.get("load_average_at_start", []))
     seeds = m.get("seeds")
+    commands = m.get("commands") or [m["command"]]
+    shown = "; ".join(f"`{c}`" for c in commands)
     return (
-        f"Command: `{m['command']}` — {seeds} seed(s); machine: {m['cpu']}, {m['cores']} cores "
+        f"Command(s): {shown} — up to {seeds} seed(s); machine: {m['cpu']}, {m['cores']} cores "
         f"(load average at start {load}), torch {m['torch']}, {m['threads_per_run']} thread(s) per run, "
         f"{m['parallel_runs']} run(s) at a time, torch-rechub {m.get('torch_rechub') or 'not installed'}; "
         f"started {m['started']}."
@@ -56,7 +83,7 @@ def dataset_name(folder: Path) -> str:
     suite = json.loads((folder / "suite.json").read_text())
     datasets = suite.get("datasets") or [suite.get("name", folder.name)]
     first = datasets[0]
-    return first if isinstance(first, str) else first.get("name", folder.name)
+    return first if isinstance(first, str) else first.get("alias") or first.get("name", folder.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", nargs="+", type=Path, help="Results folders written by msmtrec benchmark.")
     ap.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     ap.add_argument("--note", action="append", default=[], help="DATASET=FILE: a hand-written note for it.")
+    ap.add_argument("--publish", type=Path, default=None, help="Copy each folder's small files here first.")
+    ap.add_argument("--intro", type=Path, default=HERE / "doc" / "intro.md")
+    ap.add_argument("--reading", type=Path, default=HERE / "doc" / "reading.md")
     args = ap.parse_args(argv)
+    if args.publish is not None:
+        args.results = [publish(f, args.publish) for f in args.results]
     notes = dict(item.split("=", 1) for item in args.note)
-    parts = [(HERE / "doc" / "intro.md").read_text().strip()]
+    parts = [args.intro.read_text().strip()]
     for folder in args.results:
         missing = [name for name, _ in SECTIONS if not (folder / name).exists()]
         if missing or not (folder / "machine.json").exists():
@@ -79,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(Path(notes[name]).read_text().strip())
         for file, title in SECTIONS:
             parts.append(f"### {title} (from {file})\n\n{body(folder / file)}")
-    parts.append((HERE / "doc" / "reading.md").read_text().strip())
+    parts.append(args.reading.read_text().strip())
     args.out.write_text("\n\n".join(parts) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -1,8 +1,11 @@
 """Export parity: ONNX Runtime and TorchScript match eager PyTorch for every registered model.
 
 Parametrised over ``registered_models()`` so a model added later is covered without touching this file.
-Weights are the seeded initialisation of a small config (embed_dim 8): parity is a property of the graph,
-not of training, and small models keep ~10 exports within a few minutes on two cores.
+Parity is a property of the graph, not of training or of the data, so the per-model test uses a tiny
+schema (two tasks forming a funnel, a sequence field, three scenarios) and the seeded initialisation of a
+small config (embed_dim 8): the exporter's time grows with the graph, and the graph with the number of
+tasks (Hillstrom's three tasks took 2-3× as long per model). Real Hillstrom rows go through the exported
+graphs of the CLI tests below and through every model's TorchScript graph in ``test_serving_backends.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from msmtrec.models import registered_models
+from msmtrec.data.schema import Task, random_batch, synthetic_schema
+from msmtrec.models import build_model, registered_models
 from msmtrec.runs import load_run
 from msmtrec.serving.export import (
     OnnxRunner,
@@ -24,46 +28,69 @@ from msmtrec.serving.export import (
     export_torchscript,
     input_names,
 )
-from msmtrec.serving.testing import make_run_dir, prepared_hillstrom
+from msmtrec.serving.testing import SMALL_CONFIG, make_run_dir
 
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def test_batch() -> dict[str, torch.Tensor]:
-    prepared = prepared_hillstrom()
-    batch = {k: v[:1000] for k, v in prepared.splits["test"].tensors.items() if k != "labels"}
-    assert len(batch["scenario"]) == 1000
-    return batch
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float((a[k].double() - b[k].double()).abs().max()) for k in b}
 
 
-@pytest.mark.parametrize("name", registered_models())
-def test_export_parity(name: str, tmp_path: Path, test_batch: dict[str, torch.Tensor]) -> None:
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    run = load_run(make_run_dir(tmp_path / "run", name))
-    model = run.model
+ONNX_IN_CI = {"hef", "mmoe", "ple", "star", "esmm", "pepnet", "hinet", "m2m", "aitm", "adatt"}
+"""Models whose ONNX export runs in CI: one per family of layers (ONNX export costs 6-48 s per model on the
+2-core CI host, 24 models would take most of its budget). Every other model's ONNX parity is the same test
+marked ``slow`` (``pytest -m slow tests/test_export.py``); TorchScript parity runs for every model in CI."""
+
+
+def _onnx_params() -> list:
+    return [name if name in ONNX_IN_CI else pytest.param(name, marks=pytest.mark.slow) for name in registered_models()]
+
+
+TINY = synthetic_schema(
+    n_sparse=2, n_dense=1, seq_len=3, tasks=(Task("click", "binary"), Task("buy", "binary", inside="click"))
+)
+"""Every input kind (sparse, dense, sequence), three scenarios and a funnel, in the smallest graph."""
+
+
+def _perturbed(name: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The model with every weight moved off its initial value (zero-initialised paths must count too),
+    a 1,000-row batch and the eager outputs."""
+    torch.manual_seed(0)
+    model = build_model(name, TINY, dict(SMALL_CONFIG)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    test_batch = random_batch(TINY, 1000, torch.Generator().manual_seed(1))
+    test_batch.pop("labels")
     with torch.inference_mode():
         ref = model(test_batch)
     assert list(ref) == list(model.schema.task_names)
+    return model, test_batch, ref
 
-    onnx_path = export_onnx(model, tmp_path / f"{name}.onnx")
-    onnx_out = OnnxRunner(onnx_path, model.schema)(test_batch)
-    diff = _max_diff(onnx_out, ref)
-    assert max(diff.values()) <= TOL, f"{name}: ONNX Runtime differs from eager by {diff}"
 
+@pytest.mark.parametrize("name", registered_models())
+def test_torchscript_export_parity(name: str, tmp_path: Path) -> None:
+    model, test_batch, ref = _perturbed(name)
     ts_path = export_torchscript(model, tmp_path / f"{name}.pt")
-    ts_out = TorchScriptRunner(ts_path, model.schema)(test_batch)
-    diff = _max_diff(ts_out, ref)
+    diff = _max_diff(TorchScriptRunner(ts_path, model.schema)(test_batch), ref)
     assert max(diff.values()) <= TOL, f"{name}: TorchScript differs from eager by {diff}"
-
-    # the batch dimension is dynamic: a single row and an odd size work too
-    for n in (1, 7):
+    for n in (1, 7):  # the batch dimension is dynamic
         small = {k: v[:n] for k, v in test_batch.items()}
-        assert _max_diff(OnnxRunner(onnx_path, model.schema)(small), {k: v[:n] for k, v in ref.items()})["visit"] <= TOL
+        got = TorchScriptRunner(ts_path, model.schema)(small)
+        assert _max_diff(got, {k: v[:n] for k, v in ref.items()})["buy"] <= TOL
+
+
+@pytest.mark.parametrize("name", _onnx_params())
+def test_onnx_export_parity(name: str, tmp_path: Path) -> None:
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    model, test_batch, ref = _perturbed(name)
+    onnx_path = export_onnx(model, tmp_path / f"{name}.onnx")
+    diff = _max_diff(OnnxRunner(onnx_path, model.schema)(test_batch), ref)
+    assert max(diff.values()) <= TOL, f"{name}: ONNX Runtime differs from eager by {diff}"
+    for n in (1, 7):  # the batch dimension is dynamic: a single row and an odd size work too
+        small = {k: v[:n] for k, v in test_batch.items()}
+        assert _max_diff(OnnxRunner(onnx_path, model.schema)(small), {k: v[:n] for k, v in ref.items()})["buy"] <= TOL
 
 
 def test_export_cli_writes_model_and_preprocessor(tmp_path: Path) -> None:
@@ -98,23 +125,6 @@ def test_exported_onnx_names_are_valid_for_sequences() -> None:
     names = input_names(synthetic_schema(seq_len=5))
     assert names == ["sparse", "dense", "scenario", "seq__hist"]
     assert all(n.isidentifier() for n in names)
-
-
-def test_sequence_model_exports(tmp_path: Path) -> None:
-    """A schema with a sequence field (not in Hillstrom) still exports with matching outputs."""
-    from msmtrec.data.schema import random_batch, synthetic_schema
-    from msmtrec.models import build_model
-
-    schema = synthetic_schema(seq_len=6)
-    torch.manual_seed(0)
-    model = build_model("shared_bottom", schema, {"embed_dim": 8}).eval()
-    batch = random_batch(schema, 64, torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        ref = model(batch)
-    out = OnnxRunner(export_onnx(model, tmp_path / "seq.onnx"), schema)(batch)
-    assert max(_max_diff(out, ref).values()) <= TOL
-    out = TorchScriptRunner(export_torchscript(model, tmp_path / "seq.pt"), schema)(batch)
-    assert max(_max_diff(out, ref).values()) <= TOL
 
 
 def _run_cli(main, argv: list[str]) -> None:  # noqa: ANN001

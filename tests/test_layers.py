@@ -365,3 +365,115 @@ def test_field_attention_factored_form_equals_split_heads(fields: int, heads: in
         assert torch.allclose(a, b, atol=1e-4)
     assert FieldAttentionLayer(16, 8, 2).factored
     assert not FieldAttentionLayer(64, 4, 16).factored  # wide heads: the split form does far less arithmetic
+
+
+def _unfused_level(layer: GroupedExtractionLayer, task_inputs, shared_input, scenario_input, scenario, context, gw):  # noqa: ANN001, ANN202
+    """The level as separate expert banks and one GroupedGate call per gate (the reference for the fused form)."""
+
+    def gate_input(x: torch.Tensor) -> torch.Tensor:
+        return x if context is None else torch.cat([x, context], dim=1)
+
+    experts = {"shared": layer.shared_experts(shared_input)}
+    if layer.scenario_experts is not None:
+        experts["scenario"] = layer.scenario_experts(scenario_input, scenario)
+    task_experts = [b(x) for b, x in zip(layer.task_experts, task_inputs, strict=True)] if layer.task_experts else []
+    task, gates, usage = [], {}, []
+    for i, (name, gate) in enumerate(zip(layer.task_names, layer.task_gates, strict=True)):
+        groups = dict(experts)
+        if task_experts:
+            groups["task"] = task_experts[i]
+        rep, flat, within = gate(gate_input(task_inputs[i]), groups, None if gw is None else gw[i])
+        task.append(rep)
+        gates[f"task:{name}"] = flat
+        usage.append(within["shared"])
+    shared = scen = None
+    if layer.shared_gate is not None:
+        groups = dict(experts)
+        if task_experts:
+            groups["task"] = torch.cat(task_experts, dim=1)
+        shared, gates["shared"], _ = layer.shared_gate(gate_input(shared_input), groups)
+    if layer.scenario_gate is not None:
+        scen, gates["scenario"], _ = layer.scenario_gate(gate_input(scenario_input), experts)
+    return task, shared, scen, gates, usage
+
+
+@pytest.mark.parametrize(
+    "counts, dims, final, same, context",
+    [
+        ((2, 1, 1), (4,), False, True, 2),
+        ((2, 1, 1), (4,), True, False, 2),
+        ((3, 2, 2), (6, 4), False, False, 0),
+        ((1, 0, 1), (4,), False, True, 2),
+        ((2, 1, 0), (5, 4), True, True, 0),
+        ((2, 0, 0), (4,), False, False, 3),
+    ],
+)
+def test_fused_extraction_level_equals_unfused_values_and_gradients(counts, dims, final, same, context) -> None:  # noqa: ANN001
+    """The fused level (one expert tensor, one gate matmul per input, one batched weighted sum) is the same
+    maths as each bank and each gate run on its own: outputs, gate weights, shared usage and every gradient."""
+    torch.manual_seed(0)
+    tasks = ["a", "b", "c"]
+    layer = GroupedExtractionLayer(5, context, tasks, 3, *counts, dims, final=final)
+    b = 11
+    scenario = torch.randint(0, 3, (b,))
+    x = torch.randn(b, 5, requires_grad=True)
+    task_in = [x] * 3 if same else [torch.randn(b, 5, requires_grad=True) for _ in tasks]
+    shared_in = x if same else torch.randn(b, 5, requires_grad=True)
+    scen_in = x if same else torch.randn(b, 5, requires_grad=True)
+    ctx = torch.randn(b, context, requires_grad=True) if context else None
+    gw = [torch.softmax(torch.randn(b, 3), 1) for _ in tasks] if final else None
+    if final and counts[1] == 0:
+        gw = [w * torch.tensor([1.0, 0.0, 1.0]) / (w * torch.tensor([1.0, 0.0, 1.0])).sum(1, keepdim=True) for w in gw]
+    fused = layer(task_in, shared_in, scen_in, scenario, ctx, gw)
+    task, shared, scen, gates, usage = _unfused_level(layer, task_in, shared_in, scen_in, scenario, ctx, gw)
+    probes = [torch.randn(b, dims[-1]) for _ in range(5)]
+
+    def loss(t: list[torch.Tensor], s: torch.Tensor | None, c: torch.Tensor | None, u: list) -> torch.Tensor:
+        total = sum((ti * p).sum() for ti, p in zip(t, probes, strict=False))
+        total = total + sum(((ui - 0.3) ** 2).sum() for ui in u)
+        if s is not None:
+            total = total + (s * probes[3]).sum()
+        if c is not None:
+            total = total + (c * probes[4]).sum()
+        return total
+
+    for got, want in zip(fused.task, task, strict=True):
+        assert torch.allclose(got, want, atol=1e-5)
+    assert (fused.shared is None) == (shared is None) and (fused.scenario is None) == (scen is None)
+    if shared is not None:
+        assert torch.allclose(fused.shared, shared, atol=1e-5)
+    if scen is not None:
+        assert torch.allclose(fused.scenario, scen, atol=1e-5)
+    assert set(fused.gates) == set(gates)
+    for k in gates:
+        assert torch.allclose(fused.gates[k], gates[k], atol=1e-6)
+    for got, want in zip(fused.shared_usage, usage, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+    leaves = [x, *task_in, shared_in, scen_in, *([ctx] if ctx is not None else [])]
+    inputs = list({id(t): t for t in leaves}.values())
+    params = [p for p in layer.parameters()]
+    g_fused = torch.autograd.grad(loss(fused.task, fused.shared, fused.scenario, fused.shared_usage),
+                                  inputs + params, allow_unused=True)
+    g_ref = torch.autograd.grad(loss(task, shared, scen, usage), inputs + params, allow_unused=True)
+    for gf, gr in zip(g_fused, g_ref, strict=True):
+        if gr is None:
+            assert gf is None or gf.abs().max() == 0
+        else:
+            assert gf is not None and torch.allclose(gf, gr, atol=1e-5)
+
+
+def test_relu_dropout_is_relu_then_inverted_dropout_with_the_same_mask_in_backward() -> None:
+    from msmtrec.layers.experts import relu_dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 300, requires_grad=True)
+    out = relu_dropout(x, 0.25, training=True)
+    kept = out != 0
+    assert torch.allclose(out[kept], x[kept] / 0.75)  # survivors are scaled by 1 / (1 - p)
+    assert not kept[x <= 0].any()  # ReLU zeros stay zero
+    rate = kept[x > 0].float().mean().item()
+    assert abs(rate - 0.75) < 0.01  # keep rate 1 - p (~30k positive draws: 3 sigma ≈ 0.008)
+    (g,) = torch.autograd.grad((out * 2.0).sum(), x)
+    assert torch.allclose(g, kept.float() * 2.0 / 0.75)
+    assert torch.equal(relu_dropout(x, 0.25, training=False), torch.relu(x))
+    assert torch.equal(relu_dropout(x, 0.0, training=True), torch.relu(x))

@@ -24,6 +24,7 @@ since their ratios are noise.
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -90,7 +91,9 @@ def new_data_spec(
         if set(overrides) - {"split.time_column"}:
             raise ConfigError("--set applies to a spec given as --data; with raw files the run's own spec is used")
         raw = spec_to_dict(run_spec)
-        raw["files"] = {**raw["files"], "path": str(Path(data).resolve()) if Path(data).exists() else data}
+        # relative to the working directory, a glob as much as a single file (not to the data root)
+        here = Path(data).exists() or bool(glob.glob(data))
+        raw["files"] = {**raw["files"], "path": str(Path(data).resolve()) if here else data}
         raw["split"] = {**raw["split"], "method": "random", "time_column": window_column}
         return spec_from_dict(raw, where=f"--data {data}")
     return load_spec(data, overrides or None)

@@ -29,6 +29,7 @@ _COMMAND_MODULES = [
     "msmtrec.cli.train",
     "msmtrec.cli.serve",
     "msmtrec.cli.bench",
+    "msmtrec.cli.tune",
     "msmtrec.cli.plot",
     "msmtrec.cli.monitor",
 ]

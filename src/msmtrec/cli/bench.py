@@ -5,6 +5,7 @@ Examples::
     msmtrec benchmark hillstrom --quick                         # CI smoke test (one seed, 3,000 rows, 1 epoch)
     msmtrec benchmark hillstrom --seeds 5 --out bench/hillstrom  # the published run (resumable)
     msmtrec benchmark my_suite.yaml --report-only --out bench/x  # rebuild tables and plots from results.csv
+    msmtrec benchmark hillstrom --tuned --trials 20 --seeds 5    # tune each model (same N), then 5 seeds each
 
 Runs already in ``OUT/results.csv`` are skipped, so re-running the same command after an interruption
 continues where it stopped. Each run uses ``--threads`` torch threads (default 1): on a small shared CPU,
@@ -37,6 +38,10 @@ def register(app: typer.Typer) -> None:
         models: str | None = typer.Option(None, "--models", help="Comma-separated variant names to run (subset)."),
         report_only: bool = typer.Option(False, "--report-only", help="Only rebuild reports from OUT/results.csv."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar over runs."),
+        tuned: bool = typer.Option(
+            False, "--tuned", help="Tune every model first (--trials each, seed 0's validation split), then run seeds."
+        ),
+        trials: int = typer.Option(20, "--trials", help="With --tuned: Optuna trials per model (the same for all)."),
     ) -> None:
         """Run a benchmark suite and write results.csv, summary/seesaw/ablation/cost Markdown and PNG plots."""
         from msmtrec.evaluation import load_suite, run_suite, write_reports
@@ -44,14 +49,15 @@ def register(app: typer.Typer) -> None:
         spec = load_suite(suite)
         if quick:
             spec = spec.quick_version()
+        keep: list[str] | None = None
         if models:
             keep = [m.strip() for m in models.split(",") if m.strip()]
             unknown = sorted(set(keep) - {e.name for e in spec.entries})
             if unknown:
                 raise ConfigError(f"--models: unknown variant(s) {unknown}; suite has {[e.name for e in spec.entries]}")
-            spec.entries = [e for e in spec.entries if e.name in keep]
         n_seeds = seeds if seeds is not None else (int(spec.quick.get("seeds", 1)) if quick else 5)
-        target = out or Path("benchmarks") / "results" / (spec.name + ("-quick" if quick else ""))
+        target = out or Path("benchmarks") / "results" / (spec.name + ("-tuned" if tuned else "") +
+                                                          ("-quick" if quick else ""))
         failures: list[str] = []
         if report_only:
             if not (target / "results.csv").exists():
@@ -60,8 +66,15 @@ def register(app: typer.Typer) -> None:
             args = [suite, "--seeds", str(n_seeds), *(["--quick"] if quick else []), "--out", str(target)]
             args += (["--jobs", str(jobs)] if jobs != 1 else []) + (["--threads", str(threads)] if threads != 1 else [])
             args += ["--models", models] if models else []
+            args += ["--tuned", "--trials", str(trials)] if tuned else []
             command = "msmtrec benchmark " + " ".join(shlex.quote(a) for a in args)
-            summary = run_suite(spec, target, n_seeds, jobs=jobs, threads=threads, progress=progress, command=command)
+            if tuned:
+                from msmtrec.evaluation.tune import tuned_suite
+
+                say = (lambda m: typer.echo(m, err=True)) if progress else None
+                spec = tuned_suite(spec, target, trials, only=keep, threads=threads, log=say)
+            summary = run_suite(spec, target, n_seeds, jobs=jobs, threads=threads, progress=progress, command=command,
+                                only=keep)
             failures = summary.failures
         try:
             written = write_reports(target)

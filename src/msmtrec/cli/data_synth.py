@@ -17,6 +17,30 @@ from msmtrec.config import parse_set_options
 from msmtrec.report import format_table
 
 
+def _range(text: str, option: str) -> tuple[float, float]:
+    """``"0.1,0.3"`` → (0.1, 0.3), with a one-line error naming the option otherwise."""
+    from msmtrec.errors import ConfigError
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{option}: expected LO,HI (two numbers), got {text!r}") from None
+    return lo, hi
+
+
+def _codes(text: str | None, option: str) -> list[int] | None:
+    """``"2,5"`` → [2, 5]; None stays None; a one-line error naming the option otherwise."""
+    from msmtrec.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected scenario codes separated by commas (e.g. 2,5), got {text!r}") from None
+
+
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder for part-*.parquet and ground_truth.json."),
     rows: int = typer.Option(1_000_000, help="Rows (impressions) to write."),
@@ -31,6 +55,12 @@ def synth(
         [1], "--conflict", help="Scenario(s) where purchase follows the negative of a click factor (repeatable)."
     ),
     overwrite: bool = typer.Option(False, help="Replace part-*.parquet files already in --out."),
+    drift: float = typer.Option(0.0, help="Shift scenario mix and affinities over time (0: stationary)."),
+    drift_scenarios: str | None = typer.Option(
+        None, "--drift-scenarios", help="Comma-separated scenario codes the drift applies to (default: all)."
+    ),
+    click_rate: str = typer.Option("0.01,0.08", help="LO,HI of the per-scenario base click rates."),
+    purchase_rate: str = typer.Option("0.02,0.10", help="LO,HI of the per-scenario purchase-given-click rates."),
 ) -> None:
     """Simulate multi-scenario click / purchase / dwell-time logs (see docs/scale.md for the process)."""
     from msmtrec.data.synth import SynthConfig, synthesize
@@ -45,6 +75,10 @@ def synth(
         row_group_rows=row_group_rows,
         rows_per_file=rows_per_file,
         conflict_scenarios=tuple(conflict),
+        drift=drift,
+        drift_scenarios=_codes(drift_scenarios, "--drift-scenarios"),
+        click_rate=_range(click_rate, "--click-rate"),
+        purchase_rate=_range(purchase_rate, "--purchase-rate"),
     )
     last = [0.0]
 
@@ -64,10 +98,11 @@ def synth(
             100 * s["realised"]["purchase_rate"],
             s["realised"]["dwell_time_mean_s"],
             "yes" if s["conflict"] else "",
+            "yes" if s.get("drifts") else "",
         ]
         for s in gt["scenarios"]
     ]
-    print(format_table(["scenario", "rows", "click %", "purchase %", "dwell s", "conflict"], table))
+    print(format_table(["scenario", "rows", "click %", "purchase %", "dwell s", "conflict", "drifts"], table))
     print(
         f"wrote {len(res.files)} file(s), {res.rows:,} rows to {out} in {res.seconds:.1f} s "
         f"({res.rows_per_second:,.0f} rows/s); imbalance {gt['imbalance_realised']:,.0f}x; "

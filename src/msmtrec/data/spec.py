@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
+from msmtrec.config import build_config
 from msmtrec.errors import SpecError
 from msmtrec.tasks import get_kind, registered_kinds
 
@@ -145,68 +146,8 @@ class DatasetSpec:
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from YAML data, checking every key and value kind."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known - {'origin'})}")
-    hints = get_type_hints(cls)
-    kwargs = {k: _value(hints[k], v, f"{where}.{k}") for k, v in raw.items()}
-    return cls(**kwargs)
-
-
-def _value(tp: Any, v: Any, where: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if is_dataclass(tp):
-        return _build(tp, v, where)
-    if origin is Literal:
-        if v not in args:
-            raise SpecError(f"{where}: expected one of {list(args)}, got {v!r}")
-        return v
-    if origin is list:
-        (inner,) = args
-        if not isinstance(v, list):
-            raise SpecError(f"{where}: expected a list, got {v!r}")
-        if is_dataclass(inner):
-            # shorthand: a bare name stands for {name: ...}
-            return [_build(inner, {"name": x} if isinstance(x, str) else x, f"{where}[{i}]") for i, x in enumerate(v)]
-        return [_value(inner, x, f"{where}[{i}]") for i, x in enumerate(v)]
-    if origin is dict:
-        if not isinstance(v, dict):
-            raise SpecError(f"{where}: expected a mapping, got {v!r}")
-        return {str(k): str(x) for k, x in v.items()}
-    if args and type(None) in args:  # Optional[...] / unions
-        if v is None:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _value(a, v, where)
-            except SpecError as e:
-                errors.append(str(e))
-        raise SpecError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {v!r}")
-    if origin is not None and args:  # str | list[str]
-        for a in args:
-            try:
-                return _value(a, v, where)
-            except SpecError:
-                continue
-        raise SpecError(f"{where}: unexpected value {v!r}")
-    if tp is float and isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    if tp is int and isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if tp is bool and isinstance(v, bool):
-        return v
-    if tp is str and isinstance(v, str | int | float) and not isinstance(v, bool):
-        return str(v)
-    raise SpecError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {v!r}")
+    """Build dataclass ``cls`` from YAML data with the library's one config engine (spec errors)."""
+    return build_config(cls, raw, where, error=SpecError)
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

@@ -33,6 +33,19 @@ Generating process (all draws come from ``numpy.random.default_rng`` seeded by `
    a target drawn log-uniformly from ``click_rate`` (a few percent, as in AliExpress) and purchase-given-
    click hits ``purchase_rate``.
 
+5. **Drift over time** (``drift > 0``, off by default). Rows are in time order (``ts`` grows with the row
+   index over 30 days; ``day`` = whole days since the first row's day, 0–29, for specs and ``monitor --by``).
+   At time ``t`` in [0, 1] the scenario shares become ``p_s(t) ∝ p_s·exp(drift·(t−½)·m_s)``
+   with ``m_s`` going linearly from −1 (the largest scenario, which shrinks) to +1 (the smallest, which grows),
+   and each scenario's click and purchase weights move as ``w_s(t) = w_s + drift·t·δ_s`` with a fixed
+   ``δ_s ~ N(0, 0.5²)`` per factor (drawn from its own generator, so the stationary world is unchanged).
+   A time split (train early, test late) then measures robustness to a changing mix and changing
+   preferences; ``ground_truth.json`` records ``δ_s`` and the realised rows per scenario.
+   ``drift_scenarios`` confines the drift to some scenarios (None: all): the others keep ``w_s`` and
+   ``m_s = 0`` (their shares move only through the renormalisation), so a monitor can be checked against
+   which scenarios really changed (``ground_truth.json``: ``drifting_scenarios`` and per scenario ``drifts``).
+   Only affinities and the mix move; the feature distributions of a scenario's rows do not.
+
 Memory is bounded by the world (``O(users + items)``) and one row group: rows are generated a row group at
 a time and appended to the current shard with :class:`pyarrow.parquet.ParquetWriter`. Row group ``g`` uses
 its own generator ``default_rng([seed, 1, g])``, so the output is identical for a given configuration.
@@ -88,6 +101,10 @@ class SynthConfig:
     rows_per_file: int = 1_048_576
     """Rows per Parquet shard (rounded up to whole row groups)."""
     compression: str = "zstd"
+    drift: float = 0.0
+    """Strength of the change of scenario mix and affinities over time (0: stationary; see step 5)."""
+    drift_scenarios: list[int] | None = None
+    """Scenarios the drift applies to (None: every scenario); the others stay stationary."""
 
     def check(self) -> None:
         if self.rows < 1 or self.users < 1 or self.items < 1 or self.scenarios < 1:
@@ -101,6 +118,11 @@ class SynthConfig:
         bad = [s for s in self.conflict_scenarios if not 0 <= s < self.scenarios]
         if bad:
             raise DataError(f"synth: conflict scenario(s) {bad} outside 0..{self.scenarios - 1}")
+        if self.drift < 0:
+            raise DataError(f"synth: drift must be >= 0, got {self.drift}")
+        bad = [s for s in self.drift_scenarios or [] if not 0 <= s < self.scenarios]
+        if bad:
+            raise DataError(f"synth: drift scenario(s) {bad} outside 0..{self.scenarios - 1}")
         for name in ("click_rate", "purchase_rate"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi < 1:
@@ -130,6 +152,10 @@ class Scenario:
     purchase_weights: list[float]
     click_purchase_affinity_corr: float = 0.0
     """Correlation of the click and purchase affinity terms over the row distribution (< 0: conflict)."""
+    drift_direction: list[float] = field(default_factory=list)
+    """``δ_s``: how the scenario's click and purchase weights move per unit of ``drift·t`` (empty: no drift)."""
+    drifts: bool = False
+    """Whether this scenario's affinities (and share) move over time."""
 
 
 @dataclass
@@ -161,6 +187,8 @@ class World:
     click_w: np.ndarray
     purchase_w: np.ndarray
     scenarios: list[Scenario] = field(default_factory=list)
+    drift_w: np.ndarray | None = None
+    """``[S, K]``: ``δ_s`` (None when ``drift`` is 0)."""
 
 
 def scenario_shares(n: int, imbalance: float) -> np.ndarray:
@@ -301,7 +329,10 @@ def build_world(config: SynthConfig) -> World:
         click_w,
         purchase_w,
     )
-    # calibrate the biases on a Monte-Carlo sample of the row distribution
+    if config.drift > 0:
+        world.drift_w = (0.5 * np.random.default_rng([config.seed, 4]).standard_normal((ns, k))).astype(np.float32)
+        world.drift_w[~drift_mask(config)] = 0.0
+    # calibrate the biases on a Monte-Carlo sample of the row distribution (at t = 0 when the world drifts)
     cal = np.random.default_rng([config.seed, 2])
     n_cal = 40_000
     users, items = _draw_ids(world, cal, n_cal)
@@ -330,6 +361,8 @@ def build_world(config: SynthConfig) -> World:
                 click_weights=[round(float(x), 4) for x in click_w[s]],
                 purchase_weights=[round(float(x), 4) for x in purchase_w[s]],
                 click_purchase_affinity_corr=float(np.corrcoef(a_click, a_buy)[0, 1]),
+                drift_direction=[round(float(x), 4) for x in world.drift_w[s]] if world.drift_w is not None else [],
+                drifts=bool(config.drift > 0 and drift_mask(config)[s]),
             )
         )
     return world
@@ -346,22 +379,62 @@ def _price_std(world: World, items: np.ndarray) -> np.ndarray:
     return (world.item_log_price[items] - 3.0) / 1.1
 
 
-def _affinities(world: World, s: int, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Click and purchase affinity terms ``(u ⊙ w_s) · (R_s v)`` for rows of scenario ``s``."""
+def _affinities(
+    world: World, s: int, users: np.ndarray, items: np.ndarray, t: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Click and purchase affinity terms ``(u ⊙ w_s(t)) · (R_s v)`` for rows of scenario ``s`` (``t``: time of
+    each row in [0, 1], used only when the world drifts)."""
     pu = world.user_factors[users]
     qv = world.item_factors[items] @ world.rotations[s].T
     scale = world.config.affinity_scale
-    a_click = scale * ((pu * world.click_w[s]) * qv).sum(1)
-    a_buy = scale * ((pu * world.purchase_w[s]) * qv).sum(1)
+    w_click, w_buy = world.click_w[s], world.purchase_w[s]
+    if world.drift_w is not None and t is not None:
+        shift = (world.config.drift * t)[:, None] * world.drift_w[s][None, :]
+        w_click, w_buy = w_click + shift, w_buy + shift
+    a_click = scale * ((pu * w_click) * qv).sum(1)
+    a_buy = scale * ((pu * w_buy) * qv).sum(1)
     return a_click, a_buy
 
 
 # ------------------------------------------------------------------------------------------------- rows
 
 
+def drift_mask(config: SynthConfig) -> np.ndarray:
+    """``[S]`` bool: the scenarios the drift applies to (``drift_scenarios``; None means every one)."""
+    mask = np.ones(config.scenarios, bool)
+    if config.drift_scenarios is not None:
+        mask[:] = False
+        mask[list(config.drift_scenarios)] = True
+    return mask
+
+
+def drifted_shares(shares: np.ndarray, drift: float, t: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Scenario shares at time ``t`` in [0, 1]: the largest shrinks and the smallest grows as ``t`` rises.
+
+    ``mask`` (optional) limits the tilt to some scenarios; the others keep ``m_s = 0``.
+    """
+    m = np.linspace(-1.0, 1.0, len(shares)) if len(shares) > 1 else np.zeros(1)
+    if mask is not None:
+        m = np.where(mask, m, 0.0)
+    p = shares * np.exp(drift * (t - 0.5) * m)
+    return p / p.sum()
+
+
 def plan_row_groups(config: SynthConfig, counts: np.ndarray) -> np.ndarray:
-    """``[n_groups, S]`` scenario counts per row group: exact totals, dealt by hypergeometric draws."""
+    """``[n_groups, S]`` scenario counts per row group: exact totals, dealt by hypergeometric draws.
+
+    With ``drift`` each row group takes the shares of its time instead (so the totals follow the drifted mix).
+    """
     n_groups = -(-config.rows // config.row_group_rows)
+    if config.drift > 0:
+        shares = scenario_shares(config.scenarios, config.imbalance)
+        sizes = [min(config.row_group_rows, config.rows - g * config.row_group_rows) for g in range(n_groups)]
+        return np.stack([
+            exact_counts(n, drifted_shares(shares, config.drift, (g + 0.5) / n_groups, drift_mask(config)))
+            if n >= config.scenarios
+            else np.bincount(np.arange(n) % config.scenarios, minlength=config.scenarios)
+            for g, n in enumerate(sizes)
+        ]).astype(np.int64)
     rng = np.random.default_rng([config.seed, 3])
     remaining = counts.astype(np.int64).copy()
     plan = np.zeros((n_groups, len(counts)), np.int64)
@@ -386,6 +459,7 @@ def generate_row_group(world: World, group: int, scenario_counts: np.ndarray, fi
     ts = 1_700_000_000 + ((first_row + np.arange(n)) * (span / max(cfg.rows, 1))).astype(np.int64)
     ts += rng.integers(0, 60, n)
     hour = ((ts // 3600) % 24).astype(np.int8)
+    t_row = (first_row + np.arange(n)) / max(cfg.rows - 1, 1) if world.drift_w is not None else None
     price_std = _price_std(world, items)
     base = world.user_bias[users] + world.item_bias[items] + world.hour_effect[hour]
     z_click = np.empty(n, np.float32)
@@ -395,7 +469,7 @@ def generate_row_group(world: World, group: int, scenario_counts: np.ndarray, fi
         idx = np.flatnonzero(scen == s)
         if idx.size == 0:
             continue
-        a_click, a_buy = _affinities(world, s, users[idx], items[idx])
+        a_click, a_buy = _affinities(world, s, users[idx], items[idx], t_row[idx] if t_row is not None else None)
         z_click[idx] = p.click_bias + a_click + base[idx] + p.price_effect * price_std[idx]
         z_buy[idx] = p.purchase_bias + a_buy + world.item_bias[items[idx]] - 0.6 * price_std[idx]
         log_dwell[idx] = p.dwell_log_mean + 0.4 * a_click
@@ -405,6 +479,7 @@ def generate_row_group(world: World, group: int, scenario_counts: np.ndarray, fi
     return {
         "impression_id": first_row + np.arange(n, dtype=np.int64),
         "ts": ts,
+        "day": ((ts - 1_700_000_000) // 86400).astype(np.int16),
         "scenario": scen,
         "user_id": users.astype(np.int64),
         "item_id": items.astype(np.int64),
@@ -528,6 +603,7 @@ def ground_truth(world: World, sums: dict[str, np.ndarray], files: list[str]) ->
         "click_rate": float(sums["click"].sum() / rows.sum()),
         "purchase_rate": float(sums["purchase"].sum() / rows.sum()),
         "conflict_scenarios": [s.name for s in world.scenarios if s.conflict],
+        "drifting_scenarios": [s.name for s in world.scenarios if s.drifts],
         "scenario_column": "scenario",
         "process": (
             "click ~ Bern(sigmoid(click_bias + (u*click_weights).(R_s v) + user_bias + item_bias + price_effect*price"

@@ -37,7 +37,7 @@ from msmtrec.errors import ConfigError
 from msmtrec.models.base import ModelConfig, MultiTaskModel
 from msmtrec.tasks import kind_of
 
-PEER_MODELS = ("mmoe", "ple", "shared_bottom", "esmm")
+PEER_MODELS = ("mmoe", "ple", "shared_bottom", "esmm", "aitm")
 SCENARIO_FIELD = "__scenario__"
 
 
@@ -118,6 +118,12 @@ class RechubModel(MultiTaskModel):
                 features, ["classification"] * n_tasks, int(config["levels"]), int(config["task_experts"]),
                 int(config["shared_experts"]), {"dims": list(config["expert_dims"]), "dropout": drop}, tower,
             )
+        elif kind == "aitm":
+            # rechub's "bottoms" are our per-task towers (q_t); its towers after AIT are our output layers
+            net = mt.AITM(
+                features, n_tasks, {"dims": list(config["tower_dims"]), "dropout": drop},
+                [{"dims": [], "dropout": drop} for _ in range(n_tasks)],
+            )
         elif kind == "shared_bottom":
             net = mt.SharedBottom(
                 features, ["classification"] * n_tasks,
@@ -164,6 +170,8 @@ class RechubModel(MultiTaskModel):
                     m.train()
         else:
             out = self.net(x)
+        if self.kind == "aitm":  # rechub's AITM applies the sigmoid itself
+            return {name: torch.logit(out[:, i], eps=1e-7) for i, name in enumerate(self.task_names)}
         if self.kind == "esmm":
             # rechub returns probabilities [cvr, ctr, ctcvr]; our loss wants exposure-space logits.
             ctr, ctcvr = out[:, 1], out[:, 2]

@@ -35,8 +35,20 @@ def write_plots(res: Results, out: Path) -> list[Path]:
     return written
 
 
+AUC_BASELINE = 0.5
+"""Where AUC bars start: chance level, so a bar's length is the ranking skill above a coin flip (stated on the
+axis). Starting at 0 would flatten every difference; starting at the smallest bar would exaggerate them."""
+
+
+def text_color(rgba: Any) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba`` (relative luminance, WCAG)."""
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
 def auc_bars(res: Results, ds: str, out: Path) -> Path | None:
-    """One panel per binary task: scenarios on x, one bar per model, error bars = std over seeds."""
+    """One panel per binary task: scenarios on x, one bar per model from the stated baseline, error bars =
+    std over seeds, "n/a" where a model has no value for a cell."""
     df = res.of(ds)
     models = res.models(ds, ("model", "peer"))
     values = cell_values(df[df["model"].isin(models)], "auc")
@@ -51,20 +63,26 @@ def auc_bars(res: Results, ds: str, out: Path) -> Path | None:
                              squeeze=False)
     width = 0.8 / len(rows)
     cmap = plt.get_cmap("tab20")
+    base = AUC_BASELINE
     for ax, task in zip(axes[:, 0], tasks, strict=True):
         x = np.arange(len(scenarios))
+        finite = mean[[c for c in mean.columns if c[1] == task]].to_numpy(dtype=float)
+        finite = finite[np.isfinite(finite)]
+        top = min(1.0, max(float(finite.max()) if finite.size else base + 0.1, base + 0.02) + 0.02)
+        low = min(base, float(finite.min()) - 0.02) if finite.size else base  # a below-chance bar stays visible
         for i, m in enumerate(rows):
             cols = [(s, task) for s in scenarios]
             mu = np.array([mean.at[m, c] if c in mean.columns else np.nan for c in cols], dtype=float)
             sd = np.array([std.at[m, c] if c in std.columns else np.nan for c in cols], dtype=float)
-            ax.bar(x + (i - (len(rows) - 1) / 2) * width, mu, width, yerr=sd, capsize=2, label=m,
+            pos = x + (i - (len(rows) - 1) / 2) * width
+            ax.bar(pos, mu - base, width, bottom=base, yerr=sd, capsize=2, label=m,
                    color=cmap(i % 20), hatch="//" if res.kinds.get(m) == "peer" else None)
-        finite = mean[[c for c in mean.columns if c[1] == task]].to_numpy(dtype=float)
-        finite = finite[np.isfinite(finite)]
-        if finite.size:
-            ax.set_ylim(max(0.0, finite.min() - 0.03), min(1.0, finite.max() + 0.02))
+            for xp in pos[~np.isfinite(mu)]:
+                ax.text(xp, base + 0.01 * (top - low), "n/a", rotation=90, ha="center", va="bottom", fontsize=6)
+        ax.axhline(base, color="black", linewidth=0.8)
+        ax.set_ylim(low, top)
         ax.set_xticks(x, scenarios)
-        ax.set_ylabel("test AUC")
+        ax.set_ylabel(f"test AUC (bars start at {base}, chance)")
         ax.set_title(f"{ds}: {task}")
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -76,30 +94,54 @@ def auc_bars(res: Results, ds: str, out: Path) -> Path | None:
 
 
 def transfer_heatmap(res: Results, ds: str, out: Path) -> Path | None:
-    """Models × cells, colour = paired change against single_task (positive = better), 0 at the centre."""
+    """Models × cells, colour = paired change against single_task (positive = better), 0 at the centre.
+
+    AUC gains and RMSE drops are different units, so they get separate panels, each with its own symmetric
+    colour scale and colour bar; a cell without data says "n/a".
+    """
     models = [m for m in res.models(ds, ("model", "peer")) if m != REFERENCE]
     mean, _, cols = transfer(res.of(ds), models)
     if mean.empty:
         return None
-    data = mean[cols].to_numpy(dtype=float)
-    lim = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
-    lim = lim if lim > 0 else 1.0
+    df = res.of(ds)
+    rmse_cols = {c for c in cols if _is_rmse_cell(df, c)}
+    groups = [(g, lab) for g, lab in (([c for c in cols if c not in rmse_cols], "AUC gain"),
+                                      ([c for c in cols if c in rmse_cols], "RMSE drop")) if g]
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3, 0.45 * len(mean.index) + 2))
-    im = ax.imshow(np.ma.masked_invalid(data), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(cols)), [f"{s}\n{t}" for s, t in cols], fontsize=7, rotation=30, ha="right")
-    ax.set_yticks(range(len(mean.index)), list(mean.index), fontsize=8)
-    for i in range(data.shape[0]):
-        for j in range(data.shape[1]):
-            if np.isfinite(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:+.3f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="Δ vs single_task (AUC gain / RMSE drop)")
-    ax.set_title(f"{ds}: change against single_task (blue = better)")
+    widths = [len(g) for g, _ in groups]
+    fig, axes = plt.subplots(1, len(groups), figsize=(1.3 * len(cols) + 3.5 * len(groups),
+                                                      0.45 * len(mean.index) + 2.2),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    cmap = plt.get_cmap("RdBu")
+    for k, (ax, (group, label)) in enumerate(zip(axes[0], groups, strict=True)):
+        data = mean[group].to_numpy(dtype=float)
+        lim = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0
+        lim = lim if lim > 0 else 1.0
+        im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(len(group)), [f"{s}\n{t}" for s, t in group], fontsize=7, rotation=30, ha="right")
+        ax.set_yticks(range(len(mean.index)), list(mean.index) if k == 0 else [""] * len(mean.index), fontsize=8)
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                v = data[i, j]
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=6,
+                            color=text_color(cmap((v + lim) / (2 * lim))))
+                else:
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color="black")
+        fig.colorbar(im, ax=ax, label=f"{label} vs single_task")
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(f"{ds}: change against single_task, paired by seed (blue = better, own scale per unit)")
     fig.tight_layout()
     path = out / f"transfer_{ds}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _is_rmse_cell(df: Any, col: tuple[str, str]) -> bool:
+    scen, task = col
+    sub = df[(df["scenario"] == scen) & (df["task"] == task)]
+    return bool((sub["metric"] == "rmse").any())
 
 
 def load_explain(ds: str, out: Path) -> dict[str, Any] | None:
@@ -151,16 +193,19 @@ def explain_plots(ds: str, out: Path) -> list[Path]:
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 0.45 * len(scen) * nrow + 1.6 * nrow), squeeze=False)
         for ax in axes.flat[n:]:
             ax.axis("off")
+        cmap = plt.get_cmap("viridis")
         for ax, (key, w) in zip(axes.flat, gates.items(), strict=False):
-            ax.imshow(w, cmap="viridis", vmin=0, vmax=max(float(w.max()), 1e-9), aspect="auto")
+            im = ax.imshow(w, cmap=cmap, vmin=0, vmax=1, aspect="auto")
             ax.set_yticks(range(len(scen)), scen, fontsize=7)
             ax.set_xticks(range(w.shape[1]), [str(i) for i in range(w.shape[1])], fontsize=7)
             ax.set_xlabel("expert", fontsize=7)
             ax.set_title(key.removeprefix("gates/"), fontsize=8)
             for i in range(w.shape[0]):
                 for j in range(w.shape[1]):
-                    ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
-        fig.suptitle(f"{ds}: HEF gate weights per scenario (mean over test rows)")
+                    ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color=text_color(cmap(float(w[i, j]))))
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"{ds}: HEF gate weights per scenario (mean over test rows; colour scale 0-1)")
         fig.tight_layout()
         path = out / f"hef_gates_{ds}.png"
         fig.savefig(path, dpi=110)

@@ -7,7 +7,9 @@ Layout of ``results.csv`` (long format: one value per row, so adding a metric ne
 * ``model`` is the variant name (``hef``, ``hef-no-attention``, ``rechub-mmoe``), ``kind`` is ``model``,
   ``ablation`` or ``peer``, ``base_model`` the registry name it builds (for a peer: the model it mirrors);
 * test-split cells: ``scenario`` is a scenario name or ``all`` (every scenario pooled), ``task`` a task
-  name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``;
+  name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``,
+  ``pred_mean`` / ``label_mean`` (calibration: mean predicted probability against the observed rate) and
+  ``auc_ci_low`` / ``auc_ci_high`` (95 % DeLong interval of that run's AUC);
 * run-level values have ``scenario = task = "all"`` and ``metric`` among :data:`RUN_METRICS` (parameters,
   FLOPs, training seconds and samples/s as the trainer measures them, inference rows/s, epochs).
 
@@ -40,11 +42,14 @@ from tqdm.auto import tqdm
 
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
+from msmtrec.evaluation.stats import cell_auc_cis
 from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
 from msmtrec.tasks import kind_of
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
-CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives")
+CELL_METRICS = ("auc", "gauc", "logloss", "rmse", "mae", "rows", "positives", "pred_mean", "label_mean")
+CI_METRICS = ("auc_ci_low", "auc_ci_high")
+"""95 % DeLong interval of each binary cell's test AUC (one run; the seed spread is separate)."""
 RUN_METRICS = (
     "params",
     "flops_per_sample",
@@ -106,6 +111,7 @@ def execute(spec: RunSpec) -> RunOutput:
     from msmtrec.evaluation import peer
     from msmtrec.models.base import build_model
     from msmtrec.training import TrainConfig, Trainer
+    from msmtrec.training.metrics import compute_metrics
     from msmtrec.training.trainer import seed_everything
 
     torch.set_num_threads(spec.threads)
@@ -123,7 +129,9 @@ def execute(spec: RunSpec) -> RunOutput:
     train_cfg = TrainConfig(**{**spec.train, **quiet})
     trainer = Trainer(train_cfg, seed=spec.seed)
     fit = trainer.fit(model, splits)
-    metrics = trainer.evaluate(model, splits["test"])
+    preds = trainer.predict(model, splits["test"])
+    metrics = compute_metrics(schema, preds, getattr(model, "output_mapping", None))
+    cis = cell_auc_cis(schema, preds, ALL)
     infer = inference_rows_per_second(model, splits["test"], trainer.config.eval_batch_size)
 
     base = (spec.dataset.label, entry.name, entry.kind, entry.model, spec.seed)
@@ -136,6 +144,8 @@ def execute(spec: RunSpec) -> RunOutput:
                 v = cell.get(m)
                 if v is not None and not (isinstance(v, float) and math.isnan(v)):
                     rows.append((*base, scen, task, m, float(v)))
+            if (scen, task) in cis:
+                rows += [(*base, scen, task, m, v) for m, v in zip(CI_METRICS, cis[(scen, task)], strict=True)]
     run_values = {
         "params": model.num_parameters(),
         "flops_per_sample": model.flops_per_sample(),
@@ -235,7 +245,7 @@ def plan_runs(suite: Suite, seeds: Iterable[int], threads: int) -> tuple[list[Ru
         for seed in seeds:
             for e in entries:
                 explain = e.kind == "model" and e.model == EXPLAIN_MODEL
-                runs.append(RunSpec(ds, e, seed, dict(suite.train), threads, explain))
+                runs.append(RunSpec(ds, e, seed, {**suite.train, **e.train}, threads, explain))
     return runs, notes
 
 
@@ -274,13 +284,19 @@ def suite_record(suite: Suite) -> dict[str, Any]:
         "origin": suite.origin,
         "train": suite.train,
         "budget": suite.budget,
-        "datasets": [dataclasses.asdict(d) for d in suite.datasets],
+        # ``alias`` only when set, so folders written before it existed still resume
+        "datasets": [{k: v for k, v in dataclasses.asdict(d).items() if k != "alias" or v} for d in suite.datasets],
         "entries": {e.name: dataclasses.asdict(e) for e in suite.entries},
     }
 
 
-def check_resume(out: Path, record: dict[str, Any]) -> None:
-    """Refuse to mix results produced under a different budget into one results folder."""
+def check_resume(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> None:
+    """Refuse to mix results produced under a different budget into one results folder.
+
+    The schedule, budget and data must match; a variant's config must match only where that variant already
+    has finished runs in the folder (``names``: the variants about to run, default all) — an entry recorded
+    by an earlier command but never run may change (the tuned mode fills a folder model by model).
+    """
     path = out / "suite.json"
     if not path.exists():
         return
@@ -291,12 +307,45 @@ def check_resume(out: Path, record: dict[str, Any]) -> None:
                 f"{out} holds results of a run with a different {key!r} (quick vs full, or an edited suite); "
                 "use another --out or delete that folder"
             )
+    ran = {m for _, m, _ in done_runs(out / "results.csv")}
+    wanted = set(record["entries"]) if names is None else set(names)
     for name, entry in record["entries"].items():
         prev = old.get("entries", {}).get(name)
-        if prev is not None and json.dumps(prev, sort_keys=True, default=str) != json.dumps(
-            entry, sort_keys=True, default=str
-        ):
+        if name not in wanted or name not in ran or prev is None:
+            continue
+        if json.dumps(prev, sort_keys=True, default=str) != json.dumps(entry, sort_keys=True, default=str):
             raise ConfigError(f"{out}: variant {name!r} changed since its results were written; use another --out")
+
+
+def merged_record(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:
+    """What ``suite.json`` should hold after this command: the earlier record's entries, updated with the
+    entries about to run (``names``, default all), and ``order``, every variant name in suite order.
+
+    Why: a folder can be filled by several commands (``--models`` subsets, the tuned mode model by model);
+    the reports take their model list and kinds from ``suite.json``, so overwriting it with the last
+    command's entries hid every other model's results, and recording entries that did not run would
+    publish configs nobody trained.
+    """
+    path = out / "suite.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    wanted = set(record["entries"]) if names is None else set(names)
+    entries = dict(old.get("entries", {}))
+    entries.update({n: e for n, e in record["entries"].items() if n in wanted})
+    earlier = old.get("order") or list(old.get("entries", {}))
+    order = list(record["entries"]) + [n for n in earlier if n not in record["entries"]]
+    return {**record, "entries": entries, "order": order}
+
+
+def merged_machine(out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` with ``commands``: every distinct command that wrote into ``out``, oldest first."""
+    commands: list[str] = []
+    path = out / "machine.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        commands = list(old.get("commands") or ([old["command"]] if old.get("command") else []))
+    if info.get("command") and info["command"] not in commands:
+        commands.append(info["command"])
+    return {**info, "commands": commands}
 
 
 def machine_info(threads: int, jobs: int) -> dict[str, Any]:
@@ -333,24 +382,33 @@ def run_suite(
     threads: int = 1,
     progress: bool = True,
     command: str = "",
+    only: Iterable[str] | None = None,
 ) -> RunSummary:
-    """Execute every pending run of ``suite`` into ``out``; a failed run is noted and the others go on."""
+    """Execute every pending run of ``suite`` into ``out``; a failed run is noted and the others go on.
+
+    ``only`` restricts the runs to those variant names; ``suite.json`` still records every entry of the
+    suite (and keeps those of earlier commands), so the reports show everything the folder holds.
+    """
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if jobs < 1 or threads < 1:
         raise ConfigError("--jobs and --threads must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
     record = suite_record(suite)
-    check_resume(out, record)
-    (out / "suite.json").write_text(json.dumps(record, indent=1, default=str))
+    names = list(only) if only is not None else None
+    check_resume(out, record, names)
+    (out / "suite.json").write_text(json.dumps(merged_record(out, record, names), indent=1, default=str))
     info = machine_info(threads, jobs)
     info["command"] = command
     info["seeds"] = seeds
-    (out / "machine.json").write_text(json.dumps(info, indent=1))
+    (out / "machine.json").write_text(json.dumps(merged_machine(out, info), indent=1))
 
     results = out / "results.csv"
     runs, notes = plan_runs(suite, range(seeds), threads)
+    if names is not None:
+        runs = [r for r in runs if r.entry.name in set(names)]
     finished = done_runs(results)
+    notes = merged_notes(out, notes, finished)
     pending: list[RunSpec] = []
     for r in runs:
         if r.key in finished:
@@ -419,6 +477,15 @@ def run_suite(
         finally:
             bar.close()
     return RunSummary(results, len(pending) - len(failures), failures)
+
+
+def merged_notes(out: Path, notes: list[str], finished: set[tuple[str, str, int]]) -> list[str]:
+    """Earlier notes of ``out`` (minus failures of runs that have since finished) followed by new ones."""
+    path = out / "notes.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {f"{d}/{m}/seed{s} failed" for d, m, s in finished}
+    kept = [n for n in old if not any(n.startswith(k) for k in done)]
+    return kept + [n for n in notes if n not in kept]
 
 
 @dataclass

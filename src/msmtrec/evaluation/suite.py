@@ -6,10 +6,11 @@ A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
     datasets:                       # spec names or paths; overrides are dotted spec keys (like --set)
       - {name: hillstrom}
       - {name: synthetic, overrides: {files.path: synthetic/*.parquet}}
-    train: {batch_size: 1024, max_epochs: 10, patience: 2, lr: 0.001}   # TrainConfig, the same for all
+    train: {batch_size: 1024, max_epochs: 50, patience: 3, lr: 0.001}   # TrainConfig, the same for all
     budget: {embed_dim: 16, dropout: 0.1}                                # forced on every model
     models:                         # our models; `name` is the variant name, `model` the registry name
       - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
+      - all                         # every other registered model, default sizes (or `models: all`)
     ablations:                      # variants of one model with a switch turned off
       - {name: hef-no-attention, model: hef, switch: attention=off, config: {attention: false}}
     peers:                          # other libraries' implementations of one of our model entries
@@ -39,6 +40,10 @@ from msmtrec.models.base import model_class, registered_models
 SUITE_PACKAGE = "msmtrec.evaluation"
 PEER_LIBRARIES = ("torch_rechub",)
 KINDS = ("model", "ablation", "peer")
+SUITE_MONITOR = "weighted_auc"
+ALL_MODELS = "all"
+"""``models: all`` (or ``all`` as an item of the list): every registered model, explicit entries keeping their
+configs."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,14 @@ class DatasetEntry:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     sample: int | None = None
+    alias: str | None = None
+    """``label:`` in the suite: the table name of a spec read with overrides (census_kdd by class_of_worker)."""
 
     @property
     def label(self) -> str:
-        """Short name used in file names and tables (the spec file's stem for a path)."""
+        """Short name used in file names and tables (the spec file's stem for a path, unless ``label:``)."""
+        if self.alias:
+            return self.alias
         return Path(self.name).stem if self.name.endswith((".yaml", ".yml")) else self.name
 
 
@@ -74,6 +83,9 @@ class ModelEntry:
     """For peers: the variant name of our entry whose sizes the peer copies."""
     options: dict[str, Any] = field(default_factory=dict)
     """For peers: adapter options (``scenario_feature``)."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig overrides of this entry on top of the suite's ``train:`` (set only by the tuned mode, whose
+    learning rate and weight decay are per model)."""
 
 
 @dataclass
@@ -149,6 +161,8 @@ def load_suite(suite: str | Path) -> Suite:
         raise ConfigError(f"{where}: dataset names must be unique, got {labels}")
 
     train = dict(raw.get("train") or {})
+    # Suites select epochs on positives-weighted validation AUC unless they say otherwise (see TrainConfig.monitor).
+    train.setdefault("monitor", SUITE_MONITOR)
     from msmtrec.training.config import TrainConfig
 
     build_config(TrainConfig, train, where=f"{where}: train")
@@ -158,8 +172,18 @@ def load_suite(suite: str | Path) -> Suite:
         raise ConfigError(f"{where}: budget may set only {sorted(allowed_budget)}, got {sorted(budget)}")
 
     entries: list[ModelEntry] = []
-    for i, item in enumerate(_list(raw, "models", where)):
-        entries.append(_model_entry(item, "model", budget, f"{where}: models[{i}]"))
+    model_items = raw.get("models")
+    model_items = [ALL_MODELS] if model_items == ALL_MODELS else _list(raw, "models", where)
+    for i, item in enumerate(model_items):
+        if item != ALL_MODELS:
+            entries.append(_model_entry(item, "model", budget, f"{where}: models[{i}]"))
+    if ALL_MODELS in model_items:
+        # Every registered model not listed explicitly joins with its default sizes (plus the budget), so a new
+        # model appears in the benchmark without editing the suite.
+        listed = {e.model for e in entries}
+        for name in registered_models():
+            if name not in listed:
+                entries.append(_model_entry(name, "model", budget, f"{where}: models (all: {name})"))
     for i, item in enumerate(_list(raw, "ablations", where)):
         entries.append(_model_entry(item, "ablation", budget, f"{where}: ablations[{i}]"))
     ours = {e.name: e for e in entries}
@@ -203,14 +227,15 @@ def _dataset(item: Any, where: str) -> DatasetEntry:
         return DatasetEntry(item)
     if not isinstance(item, dict) or "name" not in item:
         raise ConfigError(f"{where}: expected a spec name or {{name: ..., overrides: {{...}}}}")
-    bad = sorted(set(item) - {"name", "overrides", "sample"})
+    bad = sorted(set(item) - {"name", "overrides", "sample", "label"})
     if bad:
         raise ConfigError(f"{where}: unknown key(s) {bad}")
     overrides = item.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: overrides must be a mapping of dotted spec keys to values")
     sample = item.get("sample")
-    return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None)
+    alias = str(item["label"]) if item.get("label") else None
+    return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None, alias)
 
 
 def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> ModelEntry:

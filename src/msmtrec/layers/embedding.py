@@ -4,14 +4,34 @@
 * each dense field ``i`` becomes ``x_i * v_i + b_i`` (AutoInt's numeric-field embedding), so numeric and
   categorical fields are tokens of the same size that self-attention can mix;
 * each sequence field is mean-pooled over its non-padding positions.
+
+:func:`tables_on` lets a caller build the tables on another device (``meta``: no memory) when they are about
+to be replaced by their TorchRec form (:mod:`msmtrec.layers.torchrec_embedding`), whose shards are allocated
+by the sharding planner instead; the model that builds the layer does not change.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
+
+_TABLE_DEVICE: ContextVar[torch.device | None] = ContextVar("msmtrec_table_device", default=None)
+
+
+@contextmanager
+def tables_on(device: torch.device | str | None) -> Iterator[None]:
+    """Within the block, every :class:`FieldEmbedding` built allocates its id tables on ``device``."""
+    token = _TABLE_DEVICE.set(torch.device(device) if device is not None else None)
+    try:
+        yield
+    finally:
+        _TABLE_DEVICE.reset(token)
 
 
 class FieldEmbedding(nn.Module):
@@ -23,13 +43,17 @@ class FieldEmbedding(nn.Module):
         sizes = [f.vocab_size for f in schema.sparse]
         offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
         self.register_buffer("offsets", offsets.long(), persistent=False)
-        self.sparse_table = nn.Embedding(max(sum(sizes), 1), embed_dim)
+        table_device = _TABLE_DEVICE.get()
+        self.sparse_table = nn.Embedding(max(sum(sizes), 1), embed_dim, device=table_device)
         n_dense = len(schema.dense)
         self.dense_weight = nn.Parameter(torch.empty(n_dense, embed_dim))
         self.dense_bias = nn.Parameter(torch.zeros(n_dense, embed_dim))
         self.seq_names = [s.name for s in schema.sequences]
         self.seq_tables = nn.ModuleDict(
-            {str(i): nn.Embedding(s.vocab_size, embed_dim, padding_idx=0) for i, s in enumerate(schema.sequences)}
+            {
+                str(i): nn.Embedding(s.vocab_size, embed_dim, padding_idx=0, device=table_device)
+                for i, s in enumerate(schema.sequences)
+            }
         )
         self.num_fields = schema.num_fields
         self.reset_parameters()

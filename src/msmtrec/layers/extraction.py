@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, linear_t, mix, softmax_rows
+from msmtrec.layers.experts import ExpertBank, Gate, ScenarioExpertBank, linear_t, mix, relu_dropout
 
 GROUPS: tuple[str, str, str] = ("shared", "scenario", "task")
 """Expert groups, in the order used by every ``[B, 3]`` group/mixing weight tensor."""
@@ -138,45 +138,72 @@ class GroupedGate(nn.Module):
         self.splits = [*self.sizes.values(), *([len(GROUPS)] if selector else [])]
         self.register_buffer("present", torch.tensor([g in self.sizes for g in GROUPS]), persistent=False)
 
-    def forward(
-        self, x: torch.Tensor, experts: dict[str, torch.Tensor], group_weights: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """→ (mixed ``[B, d]``, effective weights over all experts ``[B, n_total]``, within-group weights)."""
-        # Each group keeps its own Linear (an ablation removes exactly that group's parameters); they are
-        # evaluated as one concatenated matmul.
+    def linears(self) -> list[nn.Linear]:
+        """Within-group linears in group order, then the selector (the order of the stacked logit rows)."""
+        return [*self.within.values(), *([self.selector] if self.selector is not None else [])]
+
+    def concatenated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The within-group and selector linears stacked: ``[rows, in]`` weight and ``[rows]`` bias.
+
+        Each group keeps its own Linear (an ablation removes exactly that group's parameters); they are
+        evaluated as one matmul."""
         linears = [*self.within.values(), *([self.selector] if self.selector is not None else [])]
-        weight = torch.cat([m.weight for m in linears])
-        bias = torch.cat([m.bias for m in linears])
-        logits = linear_t(x, weight, bias).split(self.splits, dim=0)  # [n_g, B] each
+        return torch.cat([m.weight for m in linears]), torch.cat([m.bias for m in linears])
+
+    def weights_t(
+        self, logits: torch.Tensor, group_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``[rows, B]`` logits → effective weights ``P(g) · P(e | g)`` as ``[n_total, B]`` and the
+        within-group weights ``{group: [B, n_g]}``."""
+        parts = logits.split(self.splits, dim=0)  # [n_g, B] each
         if group_weights is None:
             if self.selector is None:
                 raise ValueError("this gate has no group selector; pass group_weights")
-            group_weights = softmax_rows(logits[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")))
-        # out = Σ_groups P(g) · Σ_e P(e | g) · expert_e, accumulated as one fused multiply-add per expert
-        # with the effective weights P(g) · P(e | g) (two fewer full-width passes per group than mixing
-        # each group first and scaling it after).
-        out: torch.Tensor | None = None
+            group_t = torch.softmax(parts[-1].masked_fill(~self.present.unsqueeze(1), float("-inf")), dim=0)
+        else:
+            group_t = group_weights.t()
         flat: list[torch.Tensor] = []
         within: dict[str, torch.Tensor] = {}
         for j, g in enumerate(self.sizes):
             i = GROUPS.index(g)
-            group_w = group_weights[:, i : i + 1]
+            group_w = group_t[i : i + 1]  # [1, B]
             if self.sizes[g] == 1:
                 # a softmax over one logit is exactly 1: skip it (a third of a HEF forward's gates have a
                 # single scenario or task expert)
-                w = torch.ones_like(logits[j]).t()
-                effective = group_w
+                within[g] = torch.ones_like(parts[j]).t()
+                flat.append(group_w)
             else:
-                w = softmax_rows(logits[j])
-                effective = group_w * w
-            within[g] = w
-            flat.append(effective)
-            group_experts = experts[g]
-            for e in range(group_experts.shape[1]):
-                weight, expert = effective[:, e : e + 1], group_experts[:, e]
-                out = weight * expert if out is None else torch.addcmul(out, weight, expert)
-        assert out is not None  # "shared" is always present
-        return out, torch.cat(flat, dim=1), within
+                w = torch.softmax(parts[j], dim=0)
+                within[g] = w.t()
+                flat.append(group_w * w)
+        return (torch.cat(flat) if len(flat) > 1 else flat[0]), within
+
+    def forward(
+        self, x: torch.Tensor, experts: dict[str, torch.Tensor], group_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """→ (mixed ``[B, d]``, effective weights over all experts ``[B, n_total]``, within-group weights).
+
+        The gate on its own (the unfused form; :class:`GroupedExtractionLayer` runs all gates of a level
+        together with the same :meth:`weights_t`)."""
+        weight, bias = self.concatenated()
+        flat_t, within = self.weights_t(linear_t(x, weight, bias), group_weights)
+        stacked = torch.cat([experts[g] for g in self.sizes], dim=1)  # [B, n_total, d]
+        out = torch.matmul(flat_t.t().unsqueeze(1), stacked).squeeze(1)
+        return out, flat_t.t(), within
+
+
+@dataclass
+class _GatePlan:
+    """Python-side part of a level's gate plan (the index tensors are buffers of the layer)."""
+
+    keys: list[str]
+    entries: list[tuple[int, int]]
+    """Each gate's rows of the effective-weight tensor (its experts in group order)."""
+    shared_rows: list[int]
+    """Each gate's first row of its shared within-group softmax in the probability pool."""
+    segments: int
+    logit_rows: list[tuple[int, int]]
+    needs_group_weights: bool
 
 
 @dataclass
@@ -239,6 +266,97 @@ class GroupedExtractionLayer(nn.Module):
             GroupedGate(gin, {"shared": num_shared, "scenario": num_scenario}) if num_scenario and not final else None
         )
         self.out_dim = int(dims[-1])
+        self.num_shared, self.num_scenario, self.num_task = num_shared, num_scenario, num_task
+        self.num_experts = num_shared + num_scenario + n_tasks * num_task
+        self.dropout = float(dropout)
+        self._plan = self._build_plan()
+
+    gate_pad_index: torch.Tensor
+    gate_within_index: torch.Tensor
+    gate_group_index: torch.Tensor
+    gate_column_index: torch.Tensor
+
+    def _build_plan(self) -> _GatePlan:
+        """Static index maps that let :meth:`forward` run every gate of the level as a few whole-level ops.
+
+        Logit rows: gate after gate, each gate's within-group rows (group order) then its 3 selector rows.
+        Softmax segments: every within group, and every selector restricted to the groups present (the
+        same as the unfused gate's ``-inf`` mask), padded to one length with a ``-inf`` row. The pool of
+        probabilities is the padded softmax, then (final level) the caller's group weights ``[T·3]``.
+        Effective weights are ``pool[within] · pool[group]``; columns place them over the level's N experts
+        (shared, task 0 … T-1, scenario), with a zero row for experts a gate does not see.
+        """
+        gates = self._gates()
+        n_tasks = len(self.task_names)
+        row = 0
+        segments: list[list[int]] = []
+        logit_rows: list[tuple[int, int]] = []
+        layout: list[tuple[dict[str, list[int]], dict[str, int] | None]] = []
+        for _, gate in gates:
+            start = row
+            within: dict[str, list[int]] = {}
+            for g, n in gate.sizes.items():
+                within[g] = list(range(row, row + n))
+                row += n
+                segments.append(within[g])
+            selector = None
+            if gate.selector is not None:
+                selector = {g: row + GROUPS.index(g) for g in gate.sizes}
+                segments.append([selector[g] for g in GROUPS if g in selector])
+                row += len(GROUPS)
+            layout.append((within, selector))
+            logit_rows.append((start, row))
+        length = max(len(seg) for seg in segments)
+        pad, position = [], {}
+        for k, seg in enumerate(segments):
+            for j in range(length):
+                if j < len(seg):
+                    position[seg[j]] = k * length + j
+                pad.append(seg[j] if j < len(seg) else row)  # row == the -inf row
+        group_base = len(segments) * length
+        within_index, group_index, columns, entries, shared_rows = [], [], [], [], []
+        needs_group_weights = False
+        ns, nt = self.num_shared, self.num_task
+        for g, ((key, _gate), (within, selector)) in enumerate(zip(gates, layout, strict=True)):
+            first = len(within_index)
+            # expert layout: shared, task 0 … task T-1, scenario (shared + task experts come out of one matmul)
+            offsets = {"shared": 0, "scenario": ns + n_tasks * nt}
+            if key.startswith("task:"):
+                offsets["task"] = ns + g * nt  # task gates come first, in task order
+            else:
+                offsets["task"] = ns
+            column = [-1] * self.num_experts
+            for grp, rows in within.items():
+                if selector is not None:
+                    group_row = position[selector[grp]]
+                else:
+                    needs_group_weights = True
+                    group_row = group_base + g * len(GROUPS) + GROUPS.index(grp)
+                for e, r in enumerate(rows):
+                    column[offsets[grp] + e] = len(within_index)
+                    within_index.append(position[r])
+                    group_index.append(group_row)
+            entries.append((first, len(within_index)))
+            shared_rows.append(position[within["shared"][0]])
+            columns.append(column)
+        zero = len(within_index)
+        flat_columns = [zero if c < 0 else c for column in columns for c in column]
+        for name, values in [
+            ("gate_pad_index", pad),
+            ("gate_within_index", within_index),
+            ("gate_group_index", group_index),
+            ("gate_column_index", flat_columns),
+        ]:
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
+        assert n_tasks == 0 or not needs_group_weights or all(k.startswith("task:") for k, _ in gates)
+        return _GatePlan(
+            keys=[k for k, _ in gates],
+            entries=entries,
+            shared_rows=shared_rows,
+            segments=len(segments),
+            logit_rows=logit_rows,
+            needs_group_weights=needs_group_weights,
+        )
 
     def forward(
         self,
@@ -249,32 +367,127 @@ class GroupedExtractionLayer(nn.Module):
         context: torch.Tensor | None = None,
         group_weights: Sequence[torch.Tensor] | None = None,
     ) -> LevelOutput:
-        def gate_input(x: torch.Tensor) -> torch.Tensor:
-            return x if context is None else torch.cat([x, context], dim=1)
+        """One level, fused: every expert of the level in one ``[B, N, d]`` tensor, every gate's logits from
+        one matmul per distinct input, and every gate's weighted sum as one batched matmul.
 
-        experts: dict[str, torch.Tensor] = {"shared": self.shared_experts(shared_input)}
-        if self.scenario_experts is not None:
-            experts["scenario"] = self.scenario_experts(scenario_input, scenario)
-        task_experts = (
-            [bank(x) for bank, x in zip(self.task_experts, task_inputs, strict=True)]
-            if self.task_experts is not None
-            else []
-        )
+        The same maths as running each expert bank and each :class:`GroupedGate` on its own (the tests
+        compare values and gradients with that unfused form), in a handful of kernels instead of dozens:
+        at HEF's default the unfused level costs ~60 small ops forward (and twice that backward), most of
+        them per-expert multiply-adds over strided slices whose backward allocates and fills a full-size
+        zero tensor per slice. Dropout draws one mask for the whole level (the same distribution as one
+        mask per bank).
+        """
+        experts = self._experts(task_inputs, shared_input, scenario_input, scenario)  # [B, N, d]
+        logits = self._gate_logits(task_inputs, shared_input, scenario_input, context)  # [R, B]
+        plan = self._plan
+        if group_weights is None and plan.needs_group_weights:
+            raise ValueError("this level's task gates have no group selector; pass group_weights")
+        batch = logits.shape[1]
+        # every within-group and selector softmax of the level at once: segments padded with -inf to one length
+        padded = torch.cat([logits, logits.new_full((1, batch), float("-inf"))]).index_select(0, self.gate_pad_index)
+        probs = torch.softmax(padded.view(plan.segments, -1, batch), dim=1).view(-1, batch)
+        pool = [probs]
+        if plan.needs_group_weights:
+            assert group_weights is not None
+            pool.append(torch.stack(list(group_weights), dim=1).view(batch, -1).t())  # [T·3, B]
+        pool = torch.cat(pool) if len(pool) > 1 else pool[0]
+        # effective weights P(g) · P(e | g), each gate's entries in its own group order: [entries, B]
+        effective = pool.index_select(0, self.gate_within_index) * pool.index_select(0, self.gate_group_index)
+        full = torch.cat([effective, effective.new_zeros(1, batch)]).index_select(0, self.gate_column_index)
+        weights = full.view(len(plan.keys), self.num_experts, batch).permute(2, 0, 1).contiguous()  # [B, G, N]
+        mixed = torch.matmul(weights, experts)  # [B, G, d]: every gate's weighted sum in one call
         out = LevelOutput(task=[], shared=None, scenario=None)
-        for i, (name, gate) in enumerate(zip(self.task_names, self.task_gates, strict=True)):
-            groups = dict(experts)
-            if task_experts:
-                groups["task"] = task_experts[i]
-            gw = None if group_weights is None else group_weights[i]
-            rep, flat, within = gate(gate_input(task_inputs[i]), groups, gw)
-            out.task.append(rep)
-            out.gates[f"task:{name}"] = flat
-            out.shared_usage.append(within["shared"])
-        if self.shared_gate is not None:
-            groups = dict(experts)
-            if task_experts:
-                groups["task"] = torch.cat(task_experts, dim=1)
-            out.shared, out.gates["shared"], _ = self.shared_gate(gate_input(shared_input), groups)
-        if self.scenario_gate is not None:
-            out.scenario, out.gates["scenario"], _ = self.scenario_gate(gate_input(scenario_input), experts)
+        # unbind, not mixed[:, g]: its backward is one stack, where each select's allocates a full zero tensor
+        for g, (key, rep) in enumerate(zip(plan.keys, mixed.unbind(1), strict=True)):
+            start, stop = plan.entries[g]
+            out.gates[key] = effective[start:stop].t()
+            if key.startswith("task:"):
+                out.task.append(rep)
+                first = plan.shared_rows[g]
+                out.shared_usage.append(probs[first : first + self.num_shared].t())
+            elif key == "shared":
+                out.shared = rep
+            else:
+                out.scenario = rep
         return out
+
+    # ---------------------------------------------------------------------------------------- fused parts
+    def _gates(self) -> list[tuple[str, GroupedGate]]:
+        pairs = zip(self.task_names, self.task_gates, strict=True)
+        gates: list[tuple[str, GroupedGate]] = [(f"task:{n}", g) for n, g in pairs]
+        if self.shared_gate is not None:
+            gates.append(("shared", self.shared_gate))
+        if self.scenario_gate is not None:
+            gates.append(("scenario", self.scenario_gate))
+        return gates
+
+    def _gate_logits(
+        self,
+        task_inputs: Sequence[torch.Tensor],
+        shared_input: torch.Tensor,
+        scenario_input: torch.Tensor,
+        context: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Every gate's logits stacked ``[R, B]`` (gate order, each gate's within groups then its selector).
+
+        One matmul when every gate reads the same input (the first level); otherwise the context part
+        ``W_c · context`` is computed once for all gates and each gate adds its own input's part."""
+        linears = [m for _, gate in self._gates() for m in gate.linears()]
+        weight = torch.cat([m.weight for m in linears])  # [R, in (+ context)]
+        bias = torch.cat([m.bias for m in linears])
+        inputs = [*task_inputs, *([shared_input] if self.shared_gate is not None else [])]
+        inputs += [scenario_input] if self.scenario_gate is not None else []
+        if all(x is inputs[0] for x in inputs):
+            gin = inputs[0] if context is None else torch.cat([inputs[0], context], dim=1)
+            return linear_t(gin, weight, bias)
+        in_dim = inputs[0].shape[1]
+        base = bias.unsqueeze(1) if context is None else linear_t(context, weight[:, in_dim:], bias)  # [R, B]
+        w_x = weight[:, :in_dim]
+        bounds = self._plan.logit_rows
+        return torch.cat(
+            [torch.addmm(base[a:b], w_x[a:b], x.t()) for (a, b), x in zip(bounds, inputs, strict=True)]
+        )
+
+    def _experts(
+        self,
+        task_inputs: Sequence[torch.Tensor],
+        shared_input: torch.Tensor,
+        scenario_input: torch.Tensor,
+        scenario: torch.Tensor,
+    ) -> torch.Tensor:
+        """All experts of the level, ``[B, N, d]`` in the order shared, task 0 … task T-1, scenario."""
+        batch = shared_input.shape[0]
+        shared_bank = self.shared_experts
+        task_banks = list(self.task_experts) if self.task_experts is not None else []
+        banks = [shared_bank, *task_banks]
+        flat = [(b.weights[0].permute(1, 0, 2).reshape(b.in_dim, -1), b.biases[0].reshape(-1)) for b in banks]
+        if all(x is shared_input for x in task_inputs):
+            # one input for shared and task experts (the first level): one matmul for all of them
+            w = torch.cat([f[0] for f in flat], dim=1)
+            b = torch.cat([f[1] for f in flat])
+            st = torch.addmm(b, shared_input, w).view(batch, -1, shared_bank.sizes[1])
+            parts = [st]  # kept whole: slicing it and concatenating again costs a copy and two zero-fills backward
+        else:
+            sh = torch.addmm(flat[0][1], shared_input, flat[0][0]).view(batch, self.num_shared, -1)
+            pairs = zip(flat[1:], task_inputs, strict=True) if task_banks else []
+            parts = [sh, *(torch.addmm(f[1], x, f[0]).view(batch, self.num_task, -1) for f, x in pairs)]
+        if self.scenario_experts is not None:
+            first = self.scenario_experts.layers[0]
+            parts.append(first(scenario_input.unsqueeze(1).expand(-1, self.num_scenario, -1), scenario))
+        h = relu_dropout(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0], self.dropout, self.training)
+        for depth in range(1, len(shared_bank.weights)):
+            h = relu_dropout(self._deeper(h, depth, scenario), self.dropout, self.training)
+        return h
+
+    def _deeper(self, h: torch.Tensor, depth: int, scenario: torch.Tensor) -> torch.Tensor:
+        """Layer ``depth`` (≥ 1) of every expert: one batched matmul for shared + task, per-scenario for the rest."""
+        k = self.num_experts - self.num_scenario  # shared + task experts lead the layout
+        banks = [self.shared_experts, *(list(self.task_experts) if self.task_experts is not None else [])]
+        w = torch.cat([b.weights[depth] for b in banks])  # [K, a, b]
+        bias = torch.cat([b.biases[depth] for b in banks]).unsqueeze(1)  # [K, 1, b]
+        st = torch.baddbmm(bias, h[:, :k].transpose(0, 1), w).transpose(0, 1)  # [B, K, b]
+        if not self.num_scenario:
+            return st
+        assert self.scenario_experts is not None
+        sc = self.scenario_experts.layers[depth](h[:, k:], scenario)
+        return torch.cat([st, sc], dim=1)

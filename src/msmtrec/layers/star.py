@@ -13,10 +13,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from msmtrec.layers.experts import scenario_matmul
+from msmtrec.layers.experts import relu_dropout, scenario_matmul
 from msmtrec.layers.mlp import MLP
 from msmtrec.layers.normalization import PartitionedNorm
 
@@ -68,14 +67,14 @@ class StarNetwork(nn.Module):
         self.layers = nn.ModuleList(
             StarLinear(a, b, num_scenarios, star) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = float(dropout)
         self.out_dim = sizes[-1]
 
     def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
             x = self.norm(x, scenario)
         for layer in self.layers:
-            x = self.dropout(F.relu(layer(x, scenario)))
+            x = relu_dropout(layer(x, scenario), self.dropout, self.training)
         return x
 
 

@@ -43,6 +43,45 @@ class ModelConfig:
     """Hidden sizes of each task tower."""
 
 
+@dataclass(frozen=True)
+class Param:
+    """One searchable setting of a model's search space (plain data: the tuner maps it to Optuna).
+
+    ``kind`` is ``float`` or ``int`` (a range ``low``..``high``, log-uniform when ``log``) or ``choice``
+    (one of ``choices``; tuples such as layer widths are allowed).
+    """
+
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    @staticmethod
+    def real(low: float, high: float, log: bool = False) -> Param:
+        return Param("float", low, high, log)
+
+    @staticmethod
+    def integer(low: int, high: int) -> Param:
+        return Param("int", low, high)
+
+    @staticmethod
+    def choice(*choices: Any) -> Param:
+        return Param("choice", choices=tuple(choices))
+
+
+DEFAULT_SEARCH_SPACE: dict[str, Param] = {
+    "train.lr": Param.real(3e-4, 1e-2, log=True),
+    "train.weight_decay": Param.real(1e-8, 1e-4, log=True),
+    "model.dropout": Param.real(0.0, 0.3),
+    "model.embed_dim": Param.choice(8, 16, 32),
+    "model.tower_dims": Param.choice((16,), (32,), (64,), (64, 32)),
+}
+"""What every model is tuned over: optimiser settings, regularisation, embedding size (capped by the
+suite's budget) and the task towers. Keys are ``train.X`` (a :class:`TrainConfig` field) or ``model.X``
+(a field of the model's config), the same spelling as ``--set``."""
+
+
 class MultiTaskModel(nn.Module):
     """Base class: one model, many scenarios, many tasks."""
 
@@ -51,6 +90,16 @@ class MultiTaskModel(nn.Module):
     scenarios_interact: ClassVar[bool] = False
     """True when a row's output depends on the *set* of scenarios (e.g. attention over every scenario's
     expert), so adding a scenario at warm start shifts known scenarios' outputs a little until retrained."""
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The settings ``msmtrec tune`` searches for this model, declared next to its config.
+
+        Why here and not in the benchmark: the model knows which of its sizes matter (expert counts, widths,
+        depths); a new model gets :data:`DEFAULT_SEARCH_SPACE` without any edit elsewhere, and overrides this
+        classmethod (``{**super().search_space(), "model.num_experts": Param.choice(2, 4, 8)}``) to add its own.
+        """
+        return dict(DEFAULT_SEARCH_SPACE)
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
@@ -176,3 +225,22 @@ def config_dict(model: MultiTaskModel) -> dict[str, Any]:
 def _import_zoo() -> None:
     # Importing the package registers every model module it lists.
     import msmtrec.models  # noqa: F401
+
+
+def caches_regularizer() -> bool:
+    """Whether a forward pass should cache a regulariser for :meth:`MultiTaskModel.regularization_loss`.
+
+    Only when gradients are on (training): scoring under no_grad never reads it, and while tracing or
+    exporting the cache is not part of the served graph and would leak a traced tensor into the module.
+    """
+    return torch.is_grad_enabled() and not capturing_graph()
+
+
+def capturing_graph() -> bool:
+    """True while TorchScript or torch.export/dynamo capture the model: shapes must not depend on data."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )

@@ -15,7 +15,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import FieldEmbedding, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register
 
 
 @dataclass
@@ -27,6 +27,14 @@ class ESMMConfig(ModelConfig):
 @register("esmm")
 class ESMM(MultiTaskModel):
     Config = ESMMConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.tower_dims": Param.choice((64, 32), (128, 64), (192, 64), (256, 128)),
+        }
 
     def __init__(self, schema: Schema, config: ESMMConfig) -> None:
         super().__init__(schema, config)

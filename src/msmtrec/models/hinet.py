@@ -26,7 +26,7 @@ from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import CGCLayer, ExpertBank, FieldEmbedding, Gate, ScenarioExpertBank, TaskHeads, mix
-from msmtrec.models.base import ModelConfig, MultiTaskModel, estimate_flops, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, estimate_flops, register, require
 
 
 @dataclass
@@ -55,6 +55,18 @@ class HiNetConfig(ModelConfig):
 class HiNet(MultiTaskModel):
     Config = HiNetConfig
     scenarios_interact = True  # the SAN attends over every scenario's expert
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.shared_experts": Param.choice(1, 2, 3),
+            "model.scenario_experts": Param.choice(1, 2),
+            "model.expert_dims": Param.choice((64,), (128,), (128, 64)),
+            "model.task_experts": Param.choice(1, 2),
+            "model.task_expert_dims": Param.choice((32,), (64,)),
+        }
 
     def __init__(self, schema: Schema, config: HiNetConfig) -> None:
         super().__init__(schema, config)

@@ -16,7 +16,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import BalancedMixing, FieldEmbedding, GroupedExtractionLayer, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -36,6 +36,17 @@ class M3oEConfig(ModelConfig):
 @register("m3oe")
 class M3oE(MultiTaskModel):
     Config = M3oEConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.shared_experts": Param.choice(1, 2, 3, 4),
+            "model.domain_experts": Param.choice(1, 2),
+            "model.task_experts": Param.choice(1, 2),
+            "model.expert_dims": Param.choice((64,), (96,), (128,), (128, 64)),
+        }
 
     def __init__(self, schema: Schema, config: M3oEConfig) -> None:
         super().__init__(schema, config)

@@ -14,7 +14,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import CGCLayer, FieldEmbedding, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -30,6 +30,15 @@ class MMoEConfig(ModelConfig):
 @register("mmoe")
 class MMoE(MultiTaskModel):
     Config = MMoEConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.num_experts": Param.choice(2, 4, 6, 8),
+            "model.expert_dims": Param.choice((64,), (128,), (128, 64), (256, 128)),
+        }
 
     def __init__(self, schema: Schema, config: MMoEConfig) -> None:
         super().__init__(schema, config)

@@ -14,6 +14,7 @@ Our schema has no separate persona fields, so the scenario embedding is the prio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import nn
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import FieldEmbedding, GateNU, compose_outputs, output_dims, task_output
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -41,6 +42,19 @@ class PEPNetConfig(ModelConfig):
 @register("pepnet")
 class PEPNet(MultiTaskModel):
     Config = PEPNetConfig
+    personalise_embeddings: ClassVar[bool] = True
+    """EPNet on: per-field embedding scales (the ``epnet`` model keeps only this half)."""
+    personalise_parameters: ClassVar[bool] = True
+    """PPNet on: per-task hidden-unit scales (the ``ppnet`` model keeps only this half)."""
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.tower_dims": Param.choice((64, 32), (128, 64), (256, 128)),
+            "model.gate_hidden": Param.choice(16, 32, 64),
+        }
 
     def __init__(self, schema: Schema, config: PEPNetConfig) -> None:
         super().__init__(schema, config)
@@ -51,9 +65,13 @@ class PEPNet(MultiTaskModel):
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.scenario_embedding = nn.Embedding(schema.num_scenarios, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
-        self.epnet = GateNU(c.scenario_dim + in_dim, n_fields, c.gate_hidden, c.gamma)
-        self.ppnet = nn.ModuleList(
-            GateNU(c.scenario_dim + in_dim, n_tasks * h, c.gate_hidden, c.gamma) for h in c.tower_dims
+        self.epnet = (
+            GateNU(c.scenario_dim + in_dim, n_fields, c.gate_hidden, c.gamma) if self.personalise_embeddings else None
+        )
+        self.ppnet = (
+            nn.ModuleList(GateNU(c.scenario_dim + in_dim, n_tasks * h, c.gate_hidden, c.gamma) for h in c.tower_dims)
+            if self.personalise_parameters
+            else None
         )
         sizes = [in_dim, *c.tower_dims]
         self.towers = nn.ModuleList(
@@ -65,18 +83,28 @@ class PEPNet(MultiTaskModel):
     def _run(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         tokens = self.embedding(batch)
         prior = self.scenario_embedding(batch["scenario"])
-        field_gate = self.epnet(torch.cat([prior, tokens.flatten(1).detach()], dim=1))  # [B, F]
-        x0 = (tokens * field_gate.unsqueeze(-1)).flatten(1)
-        pp_in = torch.cat([prior, x0.detach()], dim=1)
-        n_tasks = len(self.task_names)
-        gates = [g(pp_in).reshape(x0.shape[0], n_tasks, -1) for g in self.ppnet]  # per layer [B, T, h]
+        info: dict[str, torch.Tensor] = {}
+        x0 = tokens.flatten(1)
+        if self.epnet is not None:
+            field_gate = self.epnet(torch.cat([prior, tokens.flatten(1).detach()], dim=1))  # [B, F]
+            x0 = (tokens * field_gate.unsqueeze(-1)).flatten(1)
+            info["epnet"] = field_gate
+        gates = self._ppnet_gates(prior, x0)
         raw: list[torch.Tensor] = []
         for t, (layers, out) in enumerate(zip(self.towers, self.outs, strict=True)):
             h = x0
             for layer, gate in zip(layers, gates, strict=True):
-                h = self.dropout(F.relu(layer(h)) * gate[:, t])
+                h = F.relu(layer(h))
+                h = self.dropout(h * gate[:, t] if gate is not None else h)
             raw.append(task_output(out(h)))
-        return compose_outputs(self.schema, raw, self.config.funnel), {"epnet": field_gate}
+        return compose_outputs(self.schema, raw, self.config.funnel), info
+
+    def _ppnet_gates(self, prior: torch.Tensor, x0: torch.Tensor) -> list[torch.Tensor | None]:
+        """Per tower layer ``[B, T, h]`` PPNet scales (``None`` per layer when PPNet is off)."""
+        if self.ppnet is None:
+            return [None] * len(self.config.tower_dims)
+        pp_in = torch.cat([prior, x0.detach()], dim=1)
+        return [g(pp_in).reshape(x0.shape[0], len(self.task_names), -1) for g in self.ppnet]
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self._run(batch)[0]

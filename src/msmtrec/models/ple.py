@@ -15,7 +15,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import FieldEmbedding, PLEStack, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -35,6 +35,17 @@ class PLEConfig(ModelConfig):
 @register("ple")
 class PLE(MultiTaskModel):
     Config = PLEConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.levels": Param.choice(1, 2, 3),
+            "model.shared_experts": Param.choice(1, 2, 3, 4),
+            "model.task_experts": Param.choice(1, 2),
+            "model.expert_dims": Param.choice((64,), (96,), (128,), (128, 64)),
+        }
 
     def __init__(self, schema: Schema, config: PLEConfig) -> None:
         super().__init__(schema, config)

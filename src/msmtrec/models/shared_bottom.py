@@ -12,7 +12,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import MLP, FieldEmbedding, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register
 
 
 @dataclass
@@ -26,6 +26,14 @@ class SharedBottomConfig(ModelConfig):
 @register("shared_bottom")
 class SharedBottom(MultiTaskModel):
     Config = SharedBottomConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.bottom_dims": Param.choice((128, 64), (256, 128), (384, 128), (512, 256)),
+        }
 
     def __init__(self, schema: Schema, config: SharedBottomConfig) -> None:
         super().__init__(schema, config)

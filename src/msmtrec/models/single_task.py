@@ -23,7 +23,7 @@ from msmtrec.layers import (
     output_dims,
     task_output,
 )
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register
 
 
 @dataclass
@@ -41,6 +41,14 @@ class SingleTaskConfig(ModelConfig):
 @register("single_task")
 class SingleTask(MultiTaskModel):
     Config = SingleTaskConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.bottom_dims": Param.choice((64,), (128, 64), (192, 64), (256, 128)),
+        }
 
     def __init__(self, schema: Schema, config: SingleTaskConfig) -> None:
         super().__init__(schema, config)

@@ -13,7 +13,7 @@ import torch
 
 from msmtrec.data.schema import Batch, Schema
 from msmtrec.layers import AuxiliaryNetwork, FieldEmbedding, StarNetwork, TaskHeads
-from msmtrec.models.base import ModelConfig, MultiTaskModel, register, require
+from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, require
 
 
 @dataclass
@@ -31,6 +31,15 @@ class STARConfig(ModelConfig):
 @register("star")
 class STAR(MultiTaskModel):
     Config = STARConfig
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The default space plus this model's own sizes (see :meth:`MultiTaskModel.search_space`)."""
+        return {
+            **super().search_space(),
+            "model.star_dims": Param.choice((64,), (64, 64), (128, 64), (256, 128)),
+            "model.aux_dims": Param.choice((16,), (32,)),
+        }
 
     def __init__(self, schema: Schema, config: STARConfig) -> None:
         super().__init__(schema, config)

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from msmtrec.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw")
-LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad", "dwa")
 SCENARIO_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
-MONITORS = ("auto", "mean_auc", "mean_gauc", "mean_logloss", "mean_rmse")
+MONITORS = ("auto", "mean_auc", "weighted_auc", "mean_gauc", "mean_logloss", "mean_rmse")
 DEVICES = ("auto", "cpu", "cuda")
+EMBEDDINGS = ("plain", "torchrec")
+EMBEDDING_OPTIMIZERS = ("auto", "adam", "adagrad", "rowwise_adagrad", "sgd")
+SHARDING_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel")
 TRACKERS = ("none", "mlflow")
 CALIBRATIONS = ("none", "platt", "isotonic")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -36,7 +39,9 @@ class TrainConfig:
     """Smallest change of the monitored value that counts as an improvement."""
     monitor: str = "auto"
     """Validation value to select the best epoch: ``auto`` (mean AUC over scenario × binary-task cells,
-    or mean RMSE when no task is binary), ``mean_auc``, ``mean_gauc``, ``mean_logloss``, ``mean_rmse``."""
+    or mean RMSE when no task is binary), ``mean_auc``, ``weighted_auc`` (the same cells weighted by their
+    validation positives, so small cells cannot pick the epoch; the benchmark suites' default),
+    ``mean_gauc``, ``mean_logloss``, ``mean_rmse``."""
     optimizer: str = "adam"
     """``adam`` (weight decay is a classic coupled L2 penalty) or ``adamw`` (decoupled weight decay)."""
     lr: float = 1e-3
@@ -51,8 +56,15 @@ class TrainConfig:
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value; 0 turns clipping off."""
     loss_weighting: str = "fixed"
-    """``fixed`` (per-task weights) or ``uncertainty`` (Kendall et al., 2018: learned log-variances,
-    still multiplied by the per-task weights)."""
+    """``fixed`` (per-task weights), ``uncertainty`` (Kendall et al., 2018: learned log-variances, still
+    multiplied by the per-task weights), or a balancer of :mod:`msmtrec.training.balancing`: ``gradnorm``
+    (Chen et al., 2018), ``pcgrad`` (Yu et al., 2020, gradient surgery) or ``dwa`` (Liu et al., 2019)."""
+    gradnorm_alpha: float = 1.5
+    """GradNorm's asymmetry α: how strongly a task that trains slower than the others gains weight."""
+    gradnorm_lr: float = 0.025
+    """Step size of GradNorm's task-weight update (weights are renormalised to sum to the task count)."""
+    dwa_temperature: float = 2.0
+    """DWA's temperature τ (the paper's 2); larger spreads the weights less."""
     task_weights: dict[str, float] | None = None
     """Per-task loss weights; tasks not named keep ``Task.weight`` from the schema. From ``--set`` write
     ``train.task_weights=click:1,conversion:2``."""
@@ -106,10 +118,35 @@ class TrainConfig:
     """Optimiser steps between per-step records (loss per task, learning rate, samples/s)."""
     find_unused_parameters: bool = True
     """Passed to DistributedDataParallel; models with branches unused by some batches need it."""
+    embeddings: str = "plain"
+    """Form of the embedding tables: ``plain`` (every rank holds every table) or ``torchrec`` (TorchRec
+    tables; under ``torchrun`` sharded across ranks by ``DistributedModelParallel``; needs the
+    ``msmtrec[torchrec]`` extra). The model is the same either way; ``model.pt`` is always the plain form."""
+    sharding: dict[str, str] | None = None
+    """With ``embeddings=torchrec``: an explicit plan, id field → sharding type (``table_wise``, ``row_wise``,
+    ``column_wise``, ``table_row_wise``, ``data_parallel``); ``*`` sets the rest. ``None``: TorchRec's planner
+    chooses. From ``--set`` write ``train.sharding=user_id:row_wise,*:data_parallel``."""
+    shard_memory_mb: int = 0
+    """With ``embeddings=torchrec`` and the planner: host memory per rank (MiB) the plan may fill with table
+    shards and their optimiser state; a plan that cannot fit fails before training. 0: TorchRec's default."""
+    embedding_optimizer: str = "auto"
+    """Optimiser of sharded tables, applied inside the backward pass by TorchRec's fused kernels: ``adam``,
+    ``adagrad`` (exact), ``rowwise_adagrad`` or ``sgd``. ``auto``: adam on CUDA, adagrad on CPU, where fbgemm's
+    CPU kernels have no Adam. Its rate is ``embedding_lr`` (or ``lr``). Plain and data-parallel tables keep
+    the dense optimiser."""
+    consolidate: bool = True
+    """With ``embeddings=torchrec`` under torchrun: gather the best sharded weights into a plain ``model.pt``
+    at the end (needs the whole model in rank 0's memory once); without it only the sharded checkpoint is
+    written and ``python -m msmtrec.training.sharding consolidate RUN`` converts it later."""
 
     def __post_init__(self) -> None:
         if isinstance(self.task_weights, str):
             self.task_weights = _parse_weights(self.task_weights)
+        if isinstance(self.sharding, str):
+            self.sharding = _parse_pairs(self.sharding, "train.sharding", "field:sharding_type")
+        for name, kind in (self.sharding or {}).items():
+            if kind not in SHARDING_TYPES:
+                raise ConfigError(f"train.sharding: {name}: {kind!r} is not one of {list(SHARDING_TYPES)}")
         if isinstance(self.positive_weight, str):
             self.positive_weight = _parse_weights(self.positive_weight, "positive_weight")
         if isinstance(self.negative_sampling, str):
@@ -133,6 +170,8 @@ class TrainConfig:
             ("scenario_weighting", self.scenario_weighting, SCENARIO_WEIGHTINGS),
             ("monitor", self.monitor, MONITORS),
             ("device", self.device, DEVICES),
+            ("embeddings", self.embeddings, EMBEDDINGS),
+            ("embedding_optimizer", self.embedding_optimizer, EMBEDDING_OPTIMIZERS),
             ("tracking", self.tracking, TRACKERS),
             ("calibration", self.calibration, CALIBRATIONS),
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
@@ -140,11 +179,12 @@ class TrainConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"train.{name}: {value!r} is not one of {list(allowed)}")
-        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every"):
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every", "dwa_temperature"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",
-                        "embedding_weight_decay", "warmup_steps", "min_lr_ratio")
+                        "embedding_weight_decay", "warmup_steps", "min_lr_ratio", "gradnorm_alpha", "gradnorm_lr",
+                        "shard_memory_mb")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(self, name)}")
@@ -191,4 +231,16 @@ def _parse_weights(text: str, key: str = "task_weights") -> dict[str, float]:
             out[name.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"train.{key}: {value.strip()!r} is not a number") from None
+    return out
+
+
+def _parse_pairs(text: str, key: str, form: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.strip("{}").split(","):
+        if not part.strip():
+            continue
+        if ":" not in part:
+            raise ConfigError(f"{key}: expected {form} pairs, got {text!r}")
+        name, value = part.split(":", 1)
+        out[name.strip()] = value.strip()
     return out

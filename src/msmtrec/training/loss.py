@@ -85,6 +85,15 @@ class MultiTaskLoss(nn.Module):
             "scenario_weight", scenario_weight.float() if scenario_weight is not None else None
         )
         self.uncertainty = weighting == "uncertainty"
+        # Weights moved by a balancer (msmtrec.training.balancing: GradNorm, DWA); ones otherwise. With a
+        # balancer they are checkpointed with the loss, so a resumed run continues with them.
+        n, keep = len(schema.tasks), weighting not in ("fixed", "uncertainty")
+        self.weighting = weighting
+        self.register_buffer("balance", torch.ones(n), persistent=keep)
+        self.register_buffer("initial_loss", torch.full((n,), float("nan")), persistent=keep)
+        self.register_buffer("loss_history", torch.full((2, n), float("nan")), persistent=keep)
+        self.weighted_terms: torch.Tensor | None = None
+        self.last_per_task: torch.Tensor | None = None
         # s_t = log σ_t²; zero start means every task begins with weight 1 as in the fixed scheme.
         self.log_var = nn.Parameter(torch.zeros(len(schema.tasks))) if self.uncertainty else None
 
@@ -108,7 +117,9 @@ class MultiTaskLoss(nn.Module):
             terms = self.loss_scale * torch.exp(-self.log_var) * per_task + 0.5 * self.log_var
         else:
             terms = per_task
-        return (self.task_weight * terms).sum(), per_task
+        self.weighted_terms = self.task_weight * self.balance * terms  # per-task parts of the total, for balancers
+        self.last_per_task = per_task
+        return self.weighted_terms.sum(), per_task
 
 
 def sampling_logit_offset(positive_weight: float = 1.0, negative_keep: float = 1.0) -> float:

@@ -19,6 +19,7 @@ average ranks for ties), not a histogram approximation.
       "epochs": 5,                     # epochs trained
       "world_size": 1,                 # training processes (torchrun --nproc_per_node)
       "mean_auc": 0.71,                # mean AUC over scenario × binary-task cells with both classes
+      "weighted_auc": 0.70,            # same cells, each weighted by its positives (small cells cannot dominate)
       "mean_gauc": 0.65,               # same for GAUC (null when the data has no user id)
       "mean_rmse": null,               # mean RMSE over scenario × regression-task cells (null if none)
       "overall": {TASK: CELL, ...},    # every scenario pooled
@@ -129,6 +130,7 @@ def compute_metrics(schema: Schema, preds: Predictions, mapping: OutputMapping |
     overall: dict[str, Any] = {}
     by_scenario: dict[str, dict[str, Any]] = {s: {} for s in schema.scenarios}
     cell_means: dict[str, list[float]] = {"auc": [], "gauc": [], "logloss": [], "rmse": []}
+    auc_positives: list[float] = []
     scen_masks = [preds.scenario == i for i in range(schema.num_scenarios)]
     for j, task in enumerate(schema.tasks):
         kind = kind_of(task)
@@ -149,8 +151,11 @@ def compute_metrics(schema: Schema, preds: Predictions, mapping: OutputMapping |
             for key in ("auc", "gauc", "logloss", "rmse"):
                 if c.get(key) is not None:
                     cell_means[key].append(c[key])
+            if c.get("auc") is not None:
+                auc_positives.append(float(c["positives"]))
     return {
         "mean_auc": _mean(cell_means["auc"]),
+        "weighted_auc": weighted_mean(cell_means["auc"], auc_positives),
         "mean_gauc": _mean(cell_means["gauc"]),
         "mean_logloss": _mean(cell_means["logloss"]),
         "mean_rmse": _mean(cell_means["rmse"]),
@@ -167,6 +172,21 @@ def monitor_value(metrics: Mapping[str, Any], monitor: str) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return -math.inf
     return -float(value) if monitor in ("mean_logloss", "mean_rmse") else float(value)
+
+
+def weighted_mean(values: list[float], weights: list[float]) -> float | None:
+    """Mean of cell values weighted by their validation positives.
+
+    Why: with many imbalanced scenarios the unweighted mean lets a cell of 20 positives (whose AUC swings
+    by ±0.05 between epochs) pick the best epoch or trial; weighting by positives makes each cell count
+    in proportion to the evidence it holds, while still keeping scenarios apart (unlike a pooled AUC).
+    """
+    if not values:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        return _mean(values)
+    return float((np.asarray(values, dtype=np.float64) * w).sum() / w.sum())
 
 
 def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:

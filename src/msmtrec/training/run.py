@@ -300,11 +300,23 @@ def train(
             for note in _pipeline().data_notes(loaded.report):
                 print(f"data: {note}")
         seed_everything(seed)
-        model = build_model(model_name, loaded.schema, model_over)
-        if warm is not None:
-            from msmtrec.training.warm_start import transfer_state
+        sharding = _sharding_module(train_cfg)
 
-            print(transfer_state(warm.parent.model, model, warm.new_scenario).summary())
+        def build() -> MultiTaskModel:
+            built = build_model(model_name, loaded.schema, model_over)
+            if warm is not None:
+                from msmtrec.training.warm_start import transfer_state
+
+                print(transfer_state(warm.parent.model, built, warm.new_scenario).summary())
+            return built
+
+        if sharding is None:
+            model = build()
+        else:
+            if warm is not None and ctx.enabled:
+                raise ConfigError("--init-from cannot be combined with sharded tables (train.embeddings=torchrec "
+                                  "under torchrun) yet: warm-start one process, or train plain")
+            model = sharding.build_model_torchrec(build, ctx)
         if ctx.is_main and not resume:
             out.mkdir(parents=True, exist_ok=True)
             resolved = {
@@ -328,7 +340,8 @@ def train(
         if ctx.is_main:
             runs.remove_stale_temporaries(out)  # left by a killed run; none of ours is being written now
         ctx.barrier()
-        trainer = Trainer(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
+        trainer_cls = Trainer if sharding is None else sharding.ShardedTrainer
+        trainer = trainer_cls(train_cfg, seed=seed, run_dir=out, ctx=ctx, device=device)
         result = trainer.fit(model, loaded.splits, resume=resume and (out / STATE_FILE).exists())
         model.output_mapping = fit_output_mapping(trainer, model, loaded.splits["valid"])
         if ctx.is_main:
@@ -357,6 +370,19 @@ def train(
         return metrics
     finally:
         shutdown_distributed()
+
+
+def _sharding_module(train_cfg: TrainConfig) -> Any | None:
+    """:mod:`msmtrec.training.sharding` when ``train.embeddings=torchrec`` (it needs the torchrec extra)."""
+    if train_cfg.embeddings != "torchrec":
+        return None
+    try:
+        from msmtrec.training import sharding
+    except ImportError as e:
+        raise ConfigError(
+            f"train.embeddings=torchrec needs TorchRec ({e}); install the extra: see docs/scale.md (make torchrec)"
+        ) from None
+    return sharding
 
 
 def fit_output_mapping(trainer: Trainer, model: MultiTaskModel, valid: TensorDataset) -> OutputMapping:

@@ -24,6 +24,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -42,6 +43,7 @@ from msmtrec.runs import STATE, WEIGHTS, load_checkpoint, load_weights
 from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
 from msmtrec.training.adam import FusedAdam
+from msmtrec.training.balancing import make_balancer
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
 from msmtrec.training.loss import MultiTaskLoss, sampling_offsets, scenario_weights
@@ -197,11 +199,18 @@ class Trainer:
         return compute_metrics(model.schema, self.predict(model, dataset), model.output_mapping)
 
     # ------------------------------------------------------------------ training
-    def fit(self, model: MultiTaskModel, splits: dict[str, TrainSplit], resume: bool = False) -> FitResult:
+    def fit(
+        self,
+        model: MultiTaskModel,
+        splits: dict[str, TrainSplit],
+        resume: bool = False,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> FitResult:
         """Train ``model`` in place on ``splits["train"]``, early-stop on ``splits["valid"]``.
 
         With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
-        exact step it describes.
+        exact step it describes. ``on_epoch(epoch, monitor_score)`` is called after each validation pass
+        (the tuner reports to its pruner there); an exception it raises ends training and propagates.
         """
         cfg, ctx = self.config, self.ctx
         for name in ("train", "valid"):
@@ -218,11 +227,14 @@ class Trainer:
         cfg.check_sampling(list(schema.tasks))
         loss = MultiTaskLoss(schema, weights, cfg.loss_weighting, sw, cfg.positive_weight, cfg.negative_sampling)
         model.output_mapping = OutputMapping(schema, sampling_offsets(cfg, schema))  # exact re-calibration
-        module = TrainingModule(model, loss).to(self.device)
-        optimizer = build_optimizer(module, cfg)
+        module = TrainingModule(model, loss)
+        wrapped, optimizer = self._wrap(module)
+        balancer = make_balancer(cfg.loss_weighting, loss, model, ctx.enabled, cfg.gradnorm_alpha, cfg.gradnorm_lr,
+                                 cfg.dwa_temperature)
         tracker = open_tracker(cfg, self.run_dir, ctx.is_main)  # TensorBoard / MLflow (rank 0, with a run_dir)
         tracker.log_run(model, cfg, self.seed)
-        gate_sample = sample_batch(valid, self.device) if tracker.active else None
+        # gate summaries run a forward pass on rank 0 alone, which a sharded model cannot do (lookups are collective)
+        gate_sample = sample_batch(valid, self.device) if tracker.active and not self.forward_is_collective else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
         scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
         state = TrainState()
@@ -238,14 +250,6 @@ class Trainer:
         else:
             # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
             torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
-
-        wrapped: nn.Module = module
-        if ctx.enabled:
-            wrapped = DistributedDataParallel(
-                module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters,
-            )
 
         die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
         steps_here = 0
@@ -280,7 +284,10 @@ class Trainer:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 total, per_task = wrapped(batch)
                 optimizer.zero_grad(set_to_none=True)
-                total.backward()
+                if balancer is None:
+                    total.backward()
+                else:
+                    balancer.backward(total)
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                 if scheduled:
@@ -317,14 +324,14 @@ class Trainer:
             all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
             all_rows = sum(r for _, r in pooled)
             mean_loss = (all_sums / max(all_rows, 1)).tolist()
+            if balancer is not None:
+                balancer.end_epoch(mean_loss[:n_tasks])
             valid_metrics = self.evaluate(model, valid)
             score = monitor_value(valid_metrics, cfg.monitor)
             improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if ctx.is_main and self.run_dir is not None:
-                    io.save_torch(best_state, self.run_dir / MODEL_FILE)
+                best_state = self._save_best(model)
             else:
                 state.bad_epochs += 1
             state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
@@ -339,10 +346,11 @@ class Trainer:
             checkpoint()
             if ctx.is_main and self.run_dir is not None:
                 io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
+            if on_epoch is not None:
+                on_epoch(epoch, score)
 
         tracker.close()
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        self._restore_best(model, best_state)
         train_seconds = elapsed() if steps_here else state.train_seconds
         return FitResult(
             model=model,
@@ -354,6 +362,35 @@ class Trainer:
             samples_per_second=state.samples_seen / train_seconds if train_seconds > 0 else 0.0,
             valid_metrics=valid_metrics,
         )
+
+    # ------------------------------------------------------------------ hooks (the sharded trainer overrides)
+    forward_is_collective = False
+    """True when a forward pass needs every rank (sharded tables): nothing may then run the model on one rank."""
+
+    def _wrap(self, module: TrainingModule) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """``module`` on the device, the module the loop calls (DDP under torchrun) and the optimiser."""
+        module.to(self.device)
+        optimizer = build_optimizer(module, self.config)
+        if not self.ctx.enabled:
+            return module, optimizer
+        wrapped = DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.find_unused_parameters,
+        )
+        return wrapped, optimizer
+
+    def _save_best(self, model: MultiTaskModel) -> dict[str, torch.Tensor] | None:
+        """Keep the best weights (returned, and saved with ``last.pt``) and write ``model.pt`` (rank 0)."""
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if self.ctx.is_main and self.run_dir is not None:
+            io.save_torch(best_state, self.run_dir / MODEL_FILE)
+        return best_state
+
+    def _restore_best(self, model: MultiTaskModel, best_state: dict[str, torch.Tensor] | None) -> None:
+        """Put the best weights back into ``model`` at the end of :meth:`fit`."""
+        if best_state is not None:
+            model.load_state_dict(best_state)
 
     def _local_train(self, train_full: TrainSplit) -> tuple[TrainSplit, int]:
         """This rank's training shard and per-rank batch size.
@@ -447,8 +484,10 @@ class Trainer:
         row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
+        if loss.weighting in ("gradnorm", "dwa"):
+            row.update({f"balance/{n}": float(v) for n, v in zip(names, loss.balance.cpu(), strict=True)})
         row["valid/monitor"] = score if math.isfinite(score) else None
-        for key in ("mean_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
+        for key in ("mean_auc", "weighted_auc", "mean_gauc", "mean_logloss", "mean_rmse"):
             row[f"valid/{key}"] = metrics.get(key)
         for task in model.schema.tasks:
             keys = kind_of(task).history_keys
