@@ -40,6 +40,7 @@ from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import STATE, WEIGHTS, load_checkpoint, load_weights
 from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
+from msmtrec.training.adam import FusedAdam
 from msmtrec.training.balancing import make_balancer
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
@@ -100,7 +101,7 @@ class TrainingModule(nn.Module):
         return total + self.model.regularization_loss(), per_task
 
 
-def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.Optimizer | FusedAdam:
     """Adam/AdamW with parameter groups: dense layers, embedding tables, loss parameters (no decay)."""
     emb = [p for p in embedding_parameters(module.model) if p.requires_grad]
     emb_ids = {id(p) for p in emb}
@@ -121,6 +122,9 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     # The fused kernel updates every tensor in one pass: ~5x faster than the default on CPU, where the
     # optimiser step over large embedding tables is a sizeable share of a training step.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    if fused:
+        # Same kernel, bit-identical steps, without torch.optim's ~1.2 s import of torch._dynamo.
+        return FusedAdam(groups, lr=config.lr, decoupled=config.optimizer == "adamw")
     return cls(groups, lr=config.lr, fused=fused)
 
 
@@ -457,7 +461,7 @@ class Trainer:
     def _save_state(
         self,
         module: TrainingModule,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | FusedAdam,
         state: TrainState,
         best_state: dict[str, torch.Tensor] | None,
         sums: torch.Tensor,
@@ -485,7 +489,7 @@ class Trainer:
         io.save_torch(payload, self.run_dir / STATE_FILE)
 
     def _load_state(
-        self, module: TrainingModule, optimizer: torch.optim.Optimizer
+        self, module: TrainingModule, optimizer: torch.optim.Optimizer | FusedAdam
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None, torch.Tensor, int]:
         if self.run_dir is None or not (self.run_dir / STATE_FILE).exists():
             raise ConfigError(f"cannot resume: no {STATE_FILE} in {self.run_dir}")
