@@ -4,7 +4,6 @@ each method trains through the trainer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,14 +19,6 @@ from msmtrec.training.loss import MultiTaskLoss
 from msmtrec.training.trainer import seed_everything
 
 SMALL = {"embed_dim": 8, "bottom_dims": (32,), "tower_dims": (16,)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_pcgrad_removes_the_conflicting_component() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from msmtrec.errors import MsmtrecError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.curves import metric_columns, plot_run, read_history
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fit(run_dir: Path | None = None, **train) -> None:  # noqa: ANN003

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,6 @@ from msmtrec.training.metrics import compute_metrics, format_table, predict_spli
 from msmtrec.training.trainer import seed_everything
 
 SMALL = {"embed_dim": 8, "tower_dims": (16,)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------ the contract

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ from msmtrec.training.metrics import monitor_value
 from msmtrec.training.trainer import TrainingModule, build_optimizer, embedding_parameters, seed_everything
 
 SMALL = {"embed_dim": 8, "bottom_dims": (32,), "tower_dims": (16,)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core box run several times faster single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
