@@ -9,7 +9,8 @@ min-max scaling, ``DataGenerator(...).generate_dataloader`` and ``MTLTrainer.fit
 
 Runs are interleaved (ours, peer, ours, peer …) so machine noise hits both alike; the script prints the wall
 seconds of each side (min / median over ``--repeats``) and the ratio peer / ours of the medians and of the
-minima::
+minima, then the same for CPU seconds (user + system of the child process), which a busy shared machine
+disturbs far less than wall time (the load average is printed before and after)::
 
     python benchmarks/peer_pipeline.py --models mmoe ple shared_bottom esmm --epochs 3 --repeats 3
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,7 +37,7 @@ TASKS = ["visit", "conversion"]
 
 def suite_config(model: str) -> dict:
     """The model's sizes in the shipped hillstrom suite (the ones the benchmark tables use)."""
-    suite = yaml.safe_load((ROOT / "src/msmtrec/evaluation/suites/hillstrom.yaml").read_text())
+    suite = yaml.safe_load((ROOT / "src/msmtrec/benchmark/suites/hillstrom.yaml").read_text())
     budget = suite.get("budget") or {}
     for entry in suite["models"]:
         if isinstance(entry, dict) and entry.get("name") == model:
@@ -58,7 +60,7 @@ def binary_spec(tmp: Path) -> Path:
     return path
 
 
-def run_ours(model: str, epochs: int, tmp: Path) -> float:
+def run_ours(model: str, epochs: int, tmp: Path) -> tuple[float, float]:
     cfg = tmp / f"{model}.yaml"
     cfg.write_text(yaml.safe_dump({"model": suite_config(model)}))
     out = tmp / f"ours-{model}-{time.monotonic_ns()}"
@@ -68,19 +70,22 @@ def run_ours(model: str, epochs: int, tmp: Path) -> float:
     return _timed(cmd)
 
 
-def run_peer(model: str, epochs: int, tmp: Path) -> float:
+def run_peer(model: str, epochs: int, tmp: Path) -> tuple[float, float]:
     cmd = [sys.executable, __file__, "--peer-run", model, "--epochs", str(epochs), "--tmp", str(tmp)]
     return _timed(cmd)
 
 
-def _timed(cmd: list[str]) -> float:
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one fresh process running ``cmd``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} … failed:\n{done.stderr[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def peer_main(model: str, epochs: int, tmp: Path) -> None:
@@ -140,23 +145,27 @@ def main() -> None:
     if args.peer_run:
         peer_main(args.peer_run, args.epochs, Path(args.tmp))
         return
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for r in range(args.repeats):
             for model in args.models:
                 for side, fn in (("msmtrec", run_ours), ("torch-rechub", run_peer)):
-                    s = fn(model, args.epochs, tmp)
-                    times.setdefault((model, side), []).append(s)
-                    print(f"repeat {r + 1} {model:>13} {side:>12}: {s:6.1f} s", flush=True)
+                    wall, cpu = fn(model, args.epochs, tmp)
+                    times.setdefault((model, side), []).append((wall, cpu))
+                    print(f"repeat {r + 1} {model:>13} {side:>12}: {wall:6.1f} s wall {cpu:6.2f} s CPU", flush=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nend to end, {args.epochs} epochs of Hillstrom (51k training rows), 1 thread, {args.repeats} repeats")
-    print(f"{'model':>13}  {'msmtrec min/med s':>18}  {'rechub min/med s':>17}  {'ratio (med)':>11}  "
-          f"{'ratio (min)':>11}")
-    for model in args.models:
-        ours, peer = times[(model, "msmtrec")], times[(model, "torch-rechub")]
-        med_o, med_p = statistics.median(ours), statistics.median(peer)
-        print(f"{model:>13}  {min(ours):8.1f}/{med_o:<8.1f}  {min(peer):8.1f}/{med_p:<8.1f}"
-              f"  {med_p / med_o:10.2f}x  {min(peer) / min(ours):10.2f}x")
+    for what, k in (("wall", 0), ("CPU", 1)):
+        print(f"{'model':>13}  {what + ' msmtrec min/med s':>22}  {what + ' rechub min/med s':>21}  "
+              f"{'ratio (med)':>11}  {'ratio (min)':>11}")
+        for model in args.models:
+            ours = [t[k] for t in times[(model, "msmtrec")]]
+            peer = [t[k] for t in times[(model, "torch-rechub")]]
+            med_o, med_p = statistics.median(ours), statistics.median(peer)
+            print(f"{model:>13}  {min(ours):10.2f}/{med_o:<11.2f}  {min(peer):9.2f}/{med_p:<11.2f}"
+                  f"  {med_p / med_o:10.2f}x  {min(peer) / min(ours):10.2f}x")
 
 
 if __name__ == "__main__":

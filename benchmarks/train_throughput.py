@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msmtrec.data.sources import load_data
 from msmtrec.models import build_model
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.loss import MultiTaskLoss
-from msmtrec.training.run import load_data
 from msmtrec.training.trainer import TrainingModule, build_optimizer
 
 Step = Callable[[], None]

@@ -2,7 +2,7 @@
 
 Both train on the binary tasks only (visit, conversion inside visit: rechub's AITM is binary-only) with the
 same encoded tensors, embedding size, tower sizes, dropout, batches, optimiser and early stopping on the
-validation mean AUC (see ``msmtrec.evaluation.peer`` for how the peer is fed). Prints validation and test
+validation mean AUC (see ``msmtrec.benchmark.peer`` for how the peer is fed). Prints validation and test
 mean AUC (over scenario × task cells) per seed; the test split is only read after training.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/zoo_peer.py --seeds 0 1 2 --epochs 4
@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from msmtrec.benchmark import peer
 from msmtrec.data.pipeline import prepare_dataset
-from msmtrec.evaluation import peer
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.trainer import seed_everything

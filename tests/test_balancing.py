@@ -4,30 +4,21 @@ each method trains through the trainer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 
 from msmtrec.data.planted import planted_splits
 from msmtrec.data.schema import Task, synthetic_schema
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import ConfigError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.balancing import dwa_weights, gradnorm_weights, make_balancer, project_conflicting
 from msmtrec.training.loss import MultiTaskLoss
-from msmtrec.training.run import load_planted
 from msmtrec.training.trainer import seed_everything
 
 SMALL = {"embed_dim": 8, "bottom_dims": (32,), "tower_dims": (16,)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_pcgrad_removes_the_conflicting_component() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msmtrec.benchmark import load_suite
+from msmtrec.benchmark.report import load_results
 from msmtrec.cli import main
 from msmtrec.data.schema import Task, synthetic_schema
-from msmtrec.evaluation import load_suite
-from msmtrec.evaluation.report import load_results
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.metrics import Predictions, compute_metrics, monitor_value
 
@@ -69,7 +69,7 @@ def test_suite_without_monitor_defaults_to_weighted_auc(tmp_path: Path) -> None:
 def test_capped_runs_tell_the_cap_from_early_stopping() -> None:
     import pandas as pd
 
-    from msmtrec.evaluation.report import capped_runs
+    from msmtrec.benchmark.report import capped_runs
 
     rows = []
     # (model, seed, epochs, best_epoch): cap 10, patience 3
@@ -87,7 +87,7 @@ def test_capped_runs_tell_the_cap_from_early_stopping() -> None:
 
 
 def _fake_execute(spec):  # noqa: ANN001, ANN202
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     base = (spec.dataset.label, spec.entry.name, spec.entry.kind, spec.entry.model, spec.seed)
     auc = {"mmoe": 0.71, "ple": 0.72, "single_task": 0.70}[spec.entry.name]
@@ -103,7 +103,7 @@ def _summary_models(out: Path) -> set[str]:
 
 
 def test_models_subset_keeps_every_model_in_the_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     monkeypatch.setattr(runner, "execute", _fake_execute)
     suite = tmp_path / "suite.yaml"
@@ -123,7 +123,7 @@ def test_pieces_may_change_entries_that_have_not_run(tmp_path: Path, monkeypatch
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The tuned mode fills a folder model by model: an entry recorded earlier but never run may change;
     one with finished runs may not."""
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     monkeypatch.setattr(runner, "execute", _fake_execute)
     out = tmp_path / "out"
@@ -146,7 +146,7 @@ def test_pieces_may_change_entries_that_have_not_run(tmp_path: Path, monkeypatch
 
 def test_report_only_rebuilds_from_every_result_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder whose suite.json lost entries (written by an older msmtrec) still reports every model."""
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     monkeypatch.setattr(runner, "execute", _fake_execute)
     suite = tmp_path / "suite.yaml"
@@ -190,7 +190,7 @@ def test_models_all_takes_every_registered_model(tmp_path: Path, monkeypatch: py
 
 
 def test_new_suites_load() -> None:
-    from msmtrec.evaluation import shipped_suites
+    from msmtrec.benchmark import shipped_suites
 
     assert {"census_kdd_worker", "synthetic_drift"} <= set(shipped_suites())
     worker = load_suite("census_kdd_worker")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msmtrec.evaluation.stats import delong_ci, midranks, paired_test
+from msmtrec.benchmark.stats import delong_ci, midranks, paired_test
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -50,7 +50,7 @@ def _results(tmp_path):  # noqa: ANN001, ANN202
     """Three seeds; hef beats ple by ~0.01 every seed; a peer beats everyone; hef over-predicts 2x."""
     import csv
 
-    from msmtrec.evaluation import RESULT_COLUMNS
+    from msmtrec.benchmark import RESULT_COLUMNS
 
     auc = {"single_task": 0.70, "ple": 0.72, "hef": 0.73, "rechub-ple": 0.75}
     kind = {"rechub-ple": "peer"}
@@ -76,7 +76,7 @@ def _results(tmp_path):  # noqa: ANN001, ANN202
 
 
 def test_summary_reports_cells_cis_calibration_ranks_and_paired_test(tmp_path) -> None:  # noqa: ANN001
-    from msmtrec.evaluation.report import load_results, summary_md
+    from msmtrec.benchmark.report import load_results, summary_md
 
     text = summary_md(load_results(_results(tmp_path)))
     assert "### Cells (test split)" in text and "| s0       | click | 1,000 |       100 |" in text
@@ -94,7 +94,7 @@ def test_summary_reports_cells_cis_calibration_ranks_and_paired_test(tmp_path) -
 def test_cell_text_reads_on_every_colour() -> None:
     import matplotlib
 
-    from msmtrec.evaluation.plots import text_color
+    from msmtrec.benchmark.plots import text_color
 
     viridis, rdbu = matplotlib.colormaps["viridis"], matplotlib.colormaps["RdBu"]
     assert text_color(viridis(1.0)) == "black" and text_color(viridis(0.0)) == "white"  # yellow / dark purple

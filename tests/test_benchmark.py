@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from msmtrec.benchmark import RESULT_COLUMNS, load_suite, shipped_suites
+from msmtrec.benchmark.peer import binary_view, build_peer, rechub_available
+from msmtrec.benchmark.report import load_results, metric_table, seesaw_md, summary_md
+from msmtrec.benchmark.runner import check_resume, suite_record
+from msmtrec.benchmark.writer import write_reports
 from msmtrec.cli import main
 from msmtrec.data.schema import Task, random_batch, synthetic_schema
 from msmtrec.data.spec import data_root
 from msmtrec.errors import ConfigError
-from msmtrec.evaluation import RESULT_COLUMNS, load_suite, shipped_suites
-from msmtrec.evaluation.peer import binary_view, build_peer, rechub_available
-from msmtrec.evaluation.report import load_results, metric_table, seesaw_md, summary_md, write_reports
-from msmtrec.evaluation.runner import check_resume, suite_record
 from msmtrec.models.base import registered_models
 
 HAVE_DATA = (data_root() / "hillstrom" / "hillstrom.csv").exists()
@@ -52,7 +53,7 @@ def test_shipped_suites_load_with_all_models_and_ablations() -> None:
 
 
 def _resolved(suite, like: str) -> dict:  # noqa: ANN001
-    from msmtrec.evaluation.suite import config_dict_of
+    from msmtrec.benchmark.suite import config_dict_of
 
     return config_dict_of(suite.entry(like))
 
@@ -189,7 +190,7 @@ def test_rechub_peer_trains_on_our_batches(kind: str) -> None:
 
 
 def test_a_failed_run_is_noted_and_the_others_still_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     def fake_execute(spec: runner.RunSpec) -> runner.RunOutput:
         if spec.entry.name == "ple":

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from msmtrec.errors import ConfigError
 
 SMALL = ["--set", "model.embed_dim=8", "--set", "model.bottom_dims=32", "--set", "model.tower_dims=16",
          "--set", "train.batch_size=128", "--set", "train.progress=false"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()
@@ -121,7 +112,7 @@ def test_out_dir_taken_and_resume_needs_run(cli: typer.Typer, tmp_path: Path) ->
 
 
 def _subprocess_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MSMTREC_TEST_DIE_AFTER_BATCHES"}
+    env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"
     return env
 

@@ -9,7 +9,6 @@ BCE-with-logits / MSE) keeps these tests independent of the trainer.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -48,15 +47,6 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "no_funnel": synthetic_schema(tasks=(Task("click", "binary"), Task("like", "binary"))),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box run faster single-threaded (no oversubscription)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(name: str, schema: Schema, overrides: dict | None = None, seed: int = 0) -> MultiTaskModel:

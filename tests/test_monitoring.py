@@ -92,7 +92,8 @@ def test_monitor_quiet_on_undrifted_rows_exits_zero(trained_run: Path, tmp_path:
 def test_alert_rules_ignore_small_cells() -> None:
     from msmtrec.monitoring import alerts
 
-    cells = pd.DataFrame([{"window": "w", "scenario": "s", "task": "t", "type": "binary", "positives": 5,
+    cells = pd.DataFrame([{"window": "w", "scenario": "s", "task": "t", "type": "binary", "probability": True,
+                           "positives": 5,
                            "calibration": 3.0}])
     fields = pd.DataFrame([{"window": "w", "scenario": "s", "field": "f", "rows": 10, "psi": 2.0}])
     assert alerts(cells, fields, AlertRules()) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,11 @@ import typer
 from typer.testing import CliRunner
 
 from msmtrec.cli.plot import register as register_plot
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import MsmtrecError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
 from msmtrec.training.curves import metric_columns, plot_run, read_history
-from msmtrec.training.run import load_planted
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fit(run_dir: Path | None = None, **train) -> None:  # noqa: ANN003

@@ -115,8 +115,6 @@ def test_tables_on_meta_allocate_nothing() -> None:
 
 def _torchrun(args: list[str], env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    if env is None:
-        full_env.pop("MSMTREC_TEST_DIE_AFTER_BATCHES", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", *args]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
@@ -150,7 +148,6 @@ def test_row_wise_sharded_training_matches_plain_and_resumes_after_kill(tmp_path
     launcher = tmp_path / "msmtrec_main.py"
     launcher.write_text("import sys\nfrom msmtrec.cli import main\nsys.exit(main())\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MSMTREC_TEST_DIE_AFTER_BATCHES", None)
     single = subprocess.run([sys.executable, str(launcher), "train", *ARGS, "--out", str(tmp_path / "plain")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-4000:]
@@ -170,8 +167,8 @@ def test_row_wise_sharded_training_matches_plain_and_resumes_after_kill(tmp_path
     assert again["mean_auc"] == pytest.approx(b["mean_auc"], abs=1e-6)
 
     # killed mid-epoch (SIGKILL after 30 steps) and resumed: the same end as the uninterrupted run
-    killed = _torchrun([str(launcher), "train", *ARGS, *SHARDED, "--out", str(tmp_path / "killed")],
-                       env={"MSMTREC_TEST_DIE_AFTER_BATCHES": "30"})
+    killer = Path(__file__).parent / "kill_after.py"  # SIGKILL after 30 steps, injected by the launcher
+    killed = _torchrun([str(killer), "30", "train", *ARGS, *SHARDED, "--out", str(tmp_path / "killed")])
     assert killed.returncode != 0
     assert not (tmp_path / "killed" / "metrics.json").exists()
     resumed = _torchrun([str(launcher), "train", "--resume", str(tmp_path / "killed")])

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from msmtrec.data.sources import load_planted
 from msmtrec.errors import ConfigError
 from msmtrec.models import build_model
 from msmtrec.training import TrainConfig, Trainer
-from msmtrec.training.run import load_planted
 from msmtrec.training.tracking import TENSORBOARD_DIR, Tracker, gate_summaries, sample_batch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fit(run_dir: Path | None, model_name: str = "mmoe", **train):  # noqa: ANN003, ANN202

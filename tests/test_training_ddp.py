@@ -21,7 +21,6 @@ ARGS = [
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MSMTREC_TEST_DIE_AFTER_BATCHES", None)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-from msmtrec.training.trainer import DIE_AFTER_ENV
-
 TIMING = {"train_seconds", "samples_per_second"}
 # planted:2000 -> 1600 training rows, 13 steps per epoch at batch 128; checkpoints every 5 steps.
 ARGS = [
@@ -23,13 +21,14 @@ ARGS = [
 ]
 
 
-def _msmtrec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+KILL_AFTER = Path(__file__).parent / "kill_after.py"
+
+
+def _msmtrec(*args: str, kill_after: int | None = None) -> subprocess.CompletedProcess:
     code = "import sys; from msmtrec.cli import main; sys.exit(main(sys.argv[1:]))"
-    inherited = {k: v for k, v in os.environ.items() if k != DIE_AFTER_ENV}
-    full_env = {**inherited, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], env=full_env, capture_output=True, text=True, timeout=300
-    )
+    launch = [str(KILL_AFTER), str(kill_after)] if kill_after else ["-c", code]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *launch, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def _without_timing(path: Path) -> dict:
@@ -41,7 +40,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path) -> None:
     assert full.returncode == 0, full.stderr
 
     # Dies at step 22 (epoch 2, batch 9); the last checkpoint is step 20, so steps 21-22 are redone.
-    killed = _msmtrec("train", *ARGS, "--out", str(tmp_path / "run"), env={DIE_AFTER_ENV: "22"})
+    killed = _msmtrec("train", *ARGS, "--out", str(tmp_path / "run"), kill_after=22)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)

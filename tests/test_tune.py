@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from msmtrec.benchmark.suite import load_suite
+from msmtrec.benchmark.tune import TuneTarget, resolve_target, tune
 from msmtrec.cli import main
 from msmtrec.config import build_config
 from msmtrec.data.spec import data_root
 from msmtrec.errors import ConfigError
-from msmtrec.evaluation.suite import load_suite
-from msmtrec.evaluation.tune import TuneTarget, resolve_target, tune
 from msmtrec.models.base import DEFAULT_SEARCH_SPACE, Param, model_class, registered_models
 from msmtrec.training.run import read_config_file
 
@@ -69,7 +69,7 @@ class _NoTest(dict):
 @needs_data
 def test_quick_tune_writes_outputs_resumes_and_never_reads_test(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from msmtrec.evaluation import runner
+    from msmtrec.benchmark import runner
 
     real = runner.prepared
 
@@ -121,7 +121,7 @@ def test_a_changed_target_refuses_to_resume(tmp_path: Path) -> None:
 def test_tuned_suite_gives_ablations_and_peers_the_tuned_config(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """No training: each study 'finds' a distinct config; the suite's entries must be rebuilt from it."""
-    from msmtrec.evaluation import tune as tune_mod
+    from msmtrec.benchmark import tune as tune_mod
 
     calls: list[str] = []
 

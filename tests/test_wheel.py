@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 CHECK = """
 import json, msmtrec
 from msmtrec.data.spec import load_spec, shipped_specs
-from msmtrec.evaluation.suite import load_suite, shipped_suites
+from msmtrec.benchmark.suite import load_suite, shipped_suites
 specs, suites = shipped_specs(), shipped_suites()
 for s in specs:
     load_spec(s)
@@ -80,7 +80,7 @@ def test_wheel_requirements_hold_under_the_cpu_torch_pin(installed: Path) -> Non
         version = metadata.version(req.name)
         assert req.specifier.contains(version, prereleases=True), f"{req} not met by installed {req.name} {version}"
     files = {str(f) for f in dist.files or []}
-    assert {"msmtrec/data/specs/hillstrom.yaml", "msmtrec/evaluation/suites/hillstrom.yaml"} <= files
+    assert {"msmtrec/data/specs/hillstrom.yaml", "msmtrec/benchmark/suites/hillstrom.yaml"} <= files
 
 
 def test_installed_package_finds_every_shipped_spec_and_suite(installed: Path, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_installed_package_finds_every_shipped_spec_and_suite(installed: Path, t
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(got["file"]).resolve().is_relative_to(installed.resolve())  # the wheel's copy, not the source tree
     assert sorted(got["specs"]) == sorted(p.stem for p in (REPO / "src/msmtrec/data/specs").glob("*.yaml"))
-    assert sorted(got["suites"]) == sorted(p.stem for p in (REPO / "src/msmtrec/evaluation/suites").glob("*.yaml"))
+    assert sorted(got["suites"]) == sorted(p.stem for p in (REPO / "src/msmtrec/benchmark/suites").glob("*.yaml"))
 
 
 def test_console_script_runs(installed: Path, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from msmtrec.data.preprocessor import Preprocessor, line_locator
 from msmtrec.data.spec import DatasetSpec, load_spec, spec_from_dict, spec_to_dict
 from msmtrec.errors import ConfigError, DataError
 from msmtrec.models.base import MultiTaskModel
+from msmtrec.tasks import kind_of
 from msmtrec.training.metrics import compute_metrics, predict_split
 
 ALL = "(all)"
@@ -242,6 +243,7 @@ def _cell_rows(window: str, schema: Any, metrics: dict[str, Any]) -> list[dict[s
             pred, obs = c.get("pred_mean"), c.get("label_mean")
             rows.append({
                 "window": window, "scenario": scenario, "task": task.name, "type": task.type,
+                "probability": kind_of(task).probability,
                 "rows": c.get("rows", 0), "positives": c.get("positives"),
                 "auc": c.get("auc"), "logloss": c.get("logloss"), "rmse": c.get("rmse"),
                 "pred_mean": pred, "label_mean": obs,
@@ -275,7 +277,7 @@ def _field_rows(
 def alerts(cells: pd.DataFrame, fields: pd.DataFrame, rules: AlertRules) -> list[str]:
     """One line per alert, worst first within each kind."""
     out: list[str] = []
-    binary = cells[(cells["type"] == "binary") & cells["calibration"].notna()]
+    binary = cells[cells["probability"].astype(bool) & cells["calibration"].notna()]
     big = binary[binary["positives"].fillna(0) >= rules.min_positives]
     off = big[(big["calibration"] - 1.0).abs() > rules.max_calibration_error]
     for r in off.assign(err=(off["calibration"] - 1.0).abs()).sort_values("err", ascending=False).itertuples():
@@ -316,7 +318,7 @@ def plot_trends(result: MonitorResult, out: Path) -> list[Path]:
     windows = list(dict.fromkeys(result.cells["window"]))
     x = np.arange(len(windows))
     for scenario in dict.fromkeys(result.cells["scenario"]):
-        cells = result.cells[(result.cells["scenario"] == scenario) & (result.cells["type"] == "binary")]
+        cells = result.cells[(result.cells["scenario"] == scenario) & result.cells["probability"].astype(bool)]
         fields = result.fields[result.fields["scenario"] == scenario]
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
         for task, part in cells.groupby("task", sort=False):
@@ -351,7 +353,7 @@ def summary(result: MonitorResult) -> str:
     pooled = result.cells[result.cells["scenario"] == ALL]
     rows = []
     for r in pooled.itertuples():
-        metric = r.auc if r.type == "binary" else r.rmse
+        metric = r.auc if r.probability else r.rmse
         rows.append([r.window, r.task, f"{r.rows:,}", _f(metric), _f(r.calibration)])
     worst = result.fields[result.fields["scenario"] == ALL].groupby("window", sort=False)["psi"].max()
     lines = [format_table(["window", "task", "rows", "AUC / RMSE", "pred/obs"], rows), "",

@@ -1,10 +1,12 @@
-"""Reading a finished run folder: the one place that knows the RUN_DIR layout on the reading side.
+"""Reading and writing a run folder: the one place that knows the RUN_DIR layout.
 
 A run folder written by ``msmtrec train`` holds ``config.yaml`` (model name and config, training config,
 dataset, seed), ``preprocessor.json`` (the preprocessing artifact), ``model.pt`` (best weights as a plain
 state dict), ``output_mapping.json`` (post-hoc output parameters), ``history.csv`` and ``metrics.json``.
-Evaluation, export, batch prediction and the service all
-load a run through :func:`load_run`, so they agree on how a model is rebuilt.
+Training writes a run through :func:`write_run_start` and :func:`write_metrics`; evaluation, export,
+batch prediction and the service all load one through :func:`load_run`, so they agree on how a model is
+rebuilt. ``config.yaml`` has one layout: ``model_name: NAME`` and ``model: {settings}`` (run folders
+written before this layout, with ``model: {name, config}``, are still read).
 """
 
 from __future__ import annotations
@@ -52,6 +54,26 @@ class LoadedRun:
     @property
     def model_name(self) -> str:
         return model_name(self.config)
+
+
+def write_run_start(
+    out: Path, config: Mapping[str, Any], schema: Schema, preprocessor: Preprocessor | None = None
+) -> None:
+    """``schema.json``, ``preprocessor.json`` and last ``config.yaml``, whose presence marks a started run."""
+    from msmtrec.atomic import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / SCHEMA, json.dumps(schema.to_dict(), indent=2) + "\n")
+    if preprocessor is not None:
+        preprocessor.save(out)
+    write_text_atomic(out / CONFIG, yaml.safe_dump(dict(config), sort_keys=False))
+
+
+def write_metrics(out: Path, metrics: Mapping[str, Any]) -> None:
+    """``metrics.json`` (test metrics of a finished run)."""
+    from msmtrec.atomic import write_text_atomic
+
+    write_text_atomic(out / METRICS, json.dumps(dict(metrics), indent=2, allow_nan=False) + "\n")
 
 
 def model_name(config: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         trials: int = typer.Option(20, "--trials", help="With --tuned: Optuna trials per model (the same for all)."),
     ) -> None:
         """Run a benchmark suite and write results.csv, summary/seesaw/ablation/cost Markdown and PNG plots."""
-        from msmtrec.evaluation import load_suite, run_suite, write_reports
+        from msmtrec.benchmark import load_suite, run_suite, write_reports
 
         spec = load_suite(suite)
         if quick:
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             args += ["--tuned", "--trials", str(trials)] if tuned else []
             command = "msmtrec benchmark " + " ".join(shlex.quote(a) for a in args)
             if tuned:
-                from msmtrec.evaluation.tune import tuned_suite
+                from msmtrec.benchmark.tune import tuned_suite
 
                 say = (lambda m: typer.echo(m, err=True)) if progress else None
                 spec = tuned_suite(spec, target, trials, only=keep, threads=threads, log=say)

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(False, "--progress/--no-progress", help="Optuna's bar over trials."),
     ) -> None:
         """Tune a model's declared search space; print the best trials, write best.yaml and Optuna plots."""
-        from msmtrec.evaluation.tune import format_top, resolve_target, tune
+        from msmtrec.benchmark.tune import format_top, resolve_target, tune
 
         spec = resolve_target(target, model, quick=quick, dataset=dataset, sample=sample)
         folder = out or Path("runs") / "tune" / f"{Path(target).stem}-{model}{'-quick' if quick else ''}"

@@ -22,6 +22,7 @@ import yaml
 
 from msmtrec.config import build_config
 from msmtrec.errors import SpecError
+from msmtrec.shipped import resolve_yaml, shipped_names
 from msmtrec.tasks import get_kind, registered_kinds
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -161,20 +162,12 @@ def _set_path(raw: dict, dotted: str, value: Any) -> None:
 
 
 def shipped_specs() -> list[str]:
-    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+    return shipped_names(SPEC_DIR)
 
 
 def resolve_spec_path(spec: str | Path) -> Path:
     """A shipped spec name or a path to a YAML file."""
-    p = Path(spec)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise SpecError(f"spec file {p} does not exist")
-        return p
-    shipped = SPEC_DIR / f"{spec}.yaml"
-    if shipped.exists():
-        return shipped
-    raise SpecError(f"unknown dataset spec {spec!r}: not a file, and not one of the shipped specs {shipped_specs()}")
+    return resolve_yaml(spec, SPEC_DIR, "dataset spec", SpecError)
 
 
 def load_spec(spec: str | Path | DatasetSpec, overrides: dict[str, Any] | None = None) -> DatasetSpec:

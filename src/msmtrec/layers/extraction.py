@@ -382,19 +382,19 @@ class GroupedExtractionLayer(nn.Module):
         plan = self._plan
         if group_weights is None and plan.needs_group_weights:
             raise ValueError("this level's task gates have no group selector; pass group_weights")
-        batch = logits.shape[1]
         # every within-group and selector softmax of the level at once: segments padded with -inf to one length
-        padded = torch.cat([logits, logits.new_full((1, batch), float("-inf"))]).index_select(0, self.gate_pad_index)
-        probs = torch.softmax(padded.view(plan.segments, -1, batch), dim=1).view(-1, batch)
+        # full_like/zeros_like take the batch size from a tensor, so a traced graph (TorchScript) keeps it dynamic
+        padded = torch.cat([logits, torch.full_like(logits[:1], float("-inf"))]).index_select(0, self.gate_pad_index)
+        probs = torch.softmax(padded.unflatten(0, (plan.segments, -1)), dim=1).flatten(0, 1)
         pool = [probs]
         if plan.needs_group_weights:
             assert group_weights is not None
-            pool.append(torch.stack(list(group_weights), dim=1).view(batch, -1).t())  # [T·3, B]
+            pool.append(torch.stack(list(group_weights), dim=1).flatten(1).t())  # [T·3, B]
         pool = torch.cat(pool) if len(pool) > 1 else pool[0]
         # effective weights P(g) · P(e | g), each gate's entries in its own group order: [entries, B]
         effective = pool.index_select(0, self.gate_within_index) * pool.index_select(0, self.gate_group_index)
-        full = torch.cat([effective, effective.new_zeros(1, batch)]).index_select(0, self.gate_column_index)
-        weights = full.view(len(plan.keys), self.num_experts, batch).permute(2, 0, 1).contiguous()  # [B, G, N]
+        full = torch.cat([effective, torch.zeros_like(effective[:1])]).index_select(0, self.gate_column_index)
+        weights = full.unflatten(0, (len(plan.keys), self.num_experts)).permute(2, 0, 1).contiguous()  # [B, G, N]
         mixed = torch.matmul(weights, experts)  # [B, G, d]: every gate's weighted sum in one call
         out = LevelOutput(task=[], shared=None, scenario=None)
         # unbind, not mixed[:, g]: its backward is one stack, where each select's allocates a full zero tensor
@@ -456,7 +456,6 @@ class GroupedExtractionLayer(nn.Module):
         scenario: torch.Tensor,
     ) -> torch.Tensor:
         """All experts of the level, ``[B, N, d]`` in the order shared, task 0 … task T-1, scenario."""
-        batch = shared_input.shape[0]
         shared_bank = self.shared_experts
         task_banks = list(self.task_experts) if self.task_experts is not None else []
         banks = [shared_bank, *task_banks]
@@ -465,12 +464,12 @@ class GroupedExtractionLayer(nn.Module):
             # one input for shared and task experts (the first level): one matmul for all of them
             w = torch.cat([f[0] for f in flat], dim=1)
             b = torch.cat([f[1] for f in flat])
-            st = torch.addmm(b, shared_input, w).view(batch, -1, shared_bank.sizes[1])
+            st = torch.addmm(b, shared_input, w).unflatten(1, (-1, shared_bank.sizes[1]))
             parts = [st]  # kept whole: slicing it and concatenating again costs a copy and two zero-fills backward
         else:
-            sh = torch.addmm(flat[0][1], shared_input, flat[0][0]).view(batch, self.num_shared, -1)
+            sh = torch.addmm(flat[0][1], shared_input, flat[0][0]).unflatten(1, (self.num_shared, -1))
             pairs = zip(flat[1:], task_inputs, strict=True) if task_banks else []
-            parts = [sh, *(torch.addmm(f[1], x, f[0]).view(batch, self.num_task, -1) for f, x in pairs)]
+            parts = [sh, *(torch.addmm(f[1], x, f[0]).unflatten(1, (self.num_task, -1)) for f, x in pairs)]
         if self.scenario_experts is not None:
             first = self.scenario_experts.layers[0]
             parts.append(first(scenario_input.unsqueeze(1).expand(-1, self.num_scenario, -1), scenario))

@@ -22,7 +22,6 @@ import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -34,7 +33,6 @@ from msmtrec.layers.experts import fixed_scenario
 from msmtrec.models.base import MultiTaskModel
 from msmtrec.tasks import kind_of
 
-ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 
 

@@ -8,15 +8,14 @@ export parity, ranking rules and service contracts need.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from msmtrec import runs
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.models.base import build_model, config_dict
 
@@ -45,12 +44,11 @@ def make_run_dir(
     prepared = prepared or prepared_hillstrom()
     torch.manual_seed(seed)
     m = build_model(model, prepared.schema, dict(SMALL_CONFIG if overrides is None else overrides))
-    torch.save(m.state_dict(), out / "model.pt")
-    prepared.preprocessor.save(out)
-    config = {"model": {"name": model, "config": config_dict(m)}, "data": prepared.name, "seed": seed,
+    torch.save(m.state_dict(), out / runs.WEIGHTS)
+    config = {"model_name": model, "model": config_dict(m), "data": prepared.name, "seed": seed,
               **(extra_config or {})}
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "metrics.json").write_text(json.dumps(metrics or {"test": {"note": "untrained weights"}}))
+    runs.write_run_start(out, config, prepared.schema, prepared.preprocessor)
+    runs.write_metrics(out, metrics or {"test": {"note": "untrained weights"}})
     return out
 
 

@@ -203,22 +203,15 @@ def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
             columns += [(f"{t.name} cal", t.name, "calibration"), (f"{t.name} ECE", t.name, "ece")]
         else:
             columns.append((f"{t.name} ratio", t.name, "mean_ratio"))
+    from msmtrec.report import format_table as aligned
+
     header = ["scenario", "rows", *(c[0] for c in columns)]
-    rows: list[list[str]] = []
+    rows: list[list[Any]] = []
     sections = [*((s, metrics["by_scenario"][s]) for s in schema.scenarios), ("overall", metrics["overall"])]
     for name, cells in sections:
         first = cells[schema.tasks[0].name] if schema.tasks else {"rows": 0}
-        vals = [_fmt(cells[task].get(key)) for _, task, key in columns]
-        rows.append([name, str(first["rows"]), *vals])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    out = [line(header), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
+        rows.append([name, int(first["rows"]), *(cells[task].get(key) for _, task, key in columns)])
+    out = [aligned(header, rows)]
     summary = [f"mean AUC {_fmt(metrics.get('mean_auc'))}"]
     if metrics.get("mean_gauc") is not None:
         summary.append(f"mean GAUC {_fmt(metrics['mean_gauc'])}")

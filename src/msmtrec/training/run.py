@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 import msmtrec
@@ -36,12 +35,11 @@ from msmtrec import runs
 from msmtrec.config import build_config
 from msmtrec.data.dataset import TensorDataset
 from msmtrec.data.files import is_data_file
-from msmtrec.data.planted import planted_batch
-from msmtrec.data.schema import Schema, Task, synthetic_schema
+from msmtrec.data.schema import Schema
+from msmtrec.data.sources import load_data, load_streamed
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import MultiTaskModel, build_model, config_dict, model_class
 from msmtrec.tasks import OutputMapping
-from msmtrec.training import io
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, init_distributed, shutdown_distributed
 from msmtrec.training.metrics import compute_metrics, format_table, predict_split
@@ -65,6 +63,14 @@ class WarmStart:
     dense: str = "keep"
     new_scenario: str = "mean"
 
+    def report(self, data_report: dict[str, Any]) -> None:
+        """Print what extending the parent's encoders added."""
+        ext = data_report.get("extension")
+        if ext:
+            grown = ", ".join(f"{k} +{v}" for k, v in ext["appended"].items() if v) or "none"
+            print(f"warm start from {self.parent.path}: vocabulary grown: {grown}; new scenarios: "
+                  f"{', '.join(ext['new_scenarios']) or 'none'}; dense statistics: {ext['dense']}")
+
     def lineage(self, data: str) -> dict[str, Any]:
         """What the child run records about where it came from."""
         parent_lineage = self.parent.config.get("lineage") or {}
@@ -76,101 +82,6 @@ class WarmStart:
             "dense": self.dense,
             "new_scenario": self.new_scenario,
         }
-
-
-@dataclass
-class LoadedData:
-    """What the trainer needs from the data layer, whichever source it came from."""
-
-    name: str
-    schema: Schema
-    splits: dict[str, TensorDataset]
-    preprocessor: Any | None = None
-    report: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """What reading and encoding found (skipped rows, missing and non-finite values), printed by ``train``."""
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-def planted_schema() -> Schema:
-    """Schema of the built-in ``planted`` data: click, buy inside click, a regression value, user ids."""
-    tasks = (Task("click", "binary"), Task("buy", "binary", inside="click"), Task("value", "regression", weight=0.5))
-    return dataclasses.replace(synthetic_schema(tasks=tasks), user_id="user_id")
-
-
-def load_planted(rows: int) -> LoadedData:
-    """Planted-signal splits (80/10/10) with ~20 rows per user; fixed data seed, like a spec's split seed."""
-    schema = planted_schema()
-    full = planted_batch(schema, rows, seed=0)
-    full["labels"][:, 2] /= 3.0  # unit-scale regression target, so its MSE does not swamp the BCE terms
-    full["user_id"] = torch.randint(0, max(rows // 20, 1), (rows,), generator=torch.Generator().manual_seed(1))
-    a, b = int(rows * 0.8), int(rows * 0.9)
-    splits = {
-        "train": TensorDataset({k: v[:a] for k, v in full.items()}),
-        "valid": TensorDataset({k: v[a:b] for k, v in full.items()}),
-        "test": TensorDataset({k: v[b:] for k, v in full.items()}),
-    }
-    return LoadedData(f"planted:{rows}", schema, splits)
-
-
-def _pipeline() -> Any:
-    """The data pipeline, imported on first use (pandas is not needed for ``--data planted``)."""
-    from msmtrec.data import pipeline
-
-    return pipeline
-
-
-def load_data(
-    spec: str, seed: int = 0, sample: int | None = None, stream: bool = False, warm: WarmStart | None = None
-) -> LoadedData:
-    """Encoded splits for ``spec`` (see the module docstring for the accepted forms).
-
-    With ``stream`` the spec's Parquet files are split by whole files, the training split is streamed
-    row group by row group (memory bounded whatever its size) and valid / test are loaded into memory.
-    With ``warm`` the parent run's encoders are extended with the new rows instead of refitted.
-    """
-    if warm is not None:
-        if stream or spec.startswith("planted") or (Path(spec).is_dir() and (Path(spec) / PREPROCESSOR_FILE).exists()):
-            raise ConfigError(f"--init-from needs --data as a spec over raw files (not --stream, planted or a "
-                              f"prepared folder), got {spec!r}")
-        prepared = _pipeline().prepare_dataset(spec, seed=seed, sample=sample, extend=warm.parent.preprocessor,
-                                               extend_dense=warm.dense)
-        if "extension" in prepared.report:
-            ext = prepared.report["extension"]
-            grown = ", ".join(f"{k} +{v}" for k, v in ext["appended"].items() if v) or "none"
-            print(f"warm start from {warm.parent.path}: vocabulary grown: {grown}; new scenarios: "
-                  f"{', '.join(ext['new_scenarios']) or 'none'}; dense statistics: {ext['dense']}")
-        return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor, prepared.report)
-    if stream:
-        return _load_streamed(spec, sample)
-    if spec == "planted" or spec.startswith("planted:"):
-        try:
-            rows = int(spec.split(":", 1)[1]) if ":" in spec else 4000
-        except ValueError:
-            raise ConfigError(f"--data {spec!r}: expected planted or planted:ROWS") from None
-        return load_planted(sample if sample is not None else rows)
-    pipeline = _pipeline()
-    path = Path(spec)
-    if path.is_dir() and (path / PREPROCESSOR_FILE).exists():
-        prepared = pipeline.load_prepared(path)
-    else:
-        prepared = pipeline.prepare_dataset(spec, seed=seed, sample=sample)
-    return LoadedData(prepared.name, prepared.schema, prepared.splits, prepared.preprocessor, prepared.report)
-
-
-def _load_streamed(spec: str, sample: int | None, preprocessor: Any | None = None) -> LoadedData:
-    from msmtrec.data.stream import stream_splits
-
-    if sample is not None:
-        raise ConfigError("--sample cannot be combined with --stream (a stream reads whole row groups)")
-    data = stream_splits(spec, preprocessor=preprocessor)
-    for name in ("train", "valid", "test"):
-        if name not in data.splits:
-            raise ConfigError(f"--stream {spec}: no {name!r} files after the split; write more Parquet shards")
-    splits: dict[str, Any] = {"train": data.splits["train"]}
-    splits.update({name: data.materialize(name) for name in ("valid", "test")})
-    return LoadedData(data.preprocessor.spec.name, data.preprocessor.schema, splits, data.preprocessor)
 
 
 # ------------------------------------------------------------------------------------------- configs
@@ -295,9 +206,15 @@ def train(
         ctx.barrier()  # every rank looks before rank 0 writes anything
         if taken and not resume:
             raise ConfigError(f"--out {out}: already holds a run; use --resume {out} or another directory")
-        loaded = load_data(data, seed=seed, sample=sample, stream=stream, warm=warm)
+        loaded = load_data(data, seed=seed, sample=sample, stream=stream,
+                           extend=warm.parent.preprocessor if warm else None,
+                           extend_dense=warm.dense if warm else "keep")
+        if warm is not None:
+            warm.report(loaded.report)
         if ctx.is_main and loaded.report:
-            for note in _pipeline().data_notes(loaded.report):
+            from msmtrec.data.pipeline import data_notes
+
+            for note in data_notes(loaded.report):
                 print(f"data: {note}")
         seed_everything(seed)
         sharding = _sharding_module(train_cfg)
@@ -333,10 +250,7 @@ def train(
             }
             if warm is not None:
                 resolved["lineage"] = warm.lineage(str(data))
-            io.save_json(loaded.schema.to_dict(), out / SCHEMA_FILE)
-            if loaded.preprocessor is not None:
-                loaded.preprocessor.save(out)
-            io.save_yaml(resolved, out / CONFIG_FILE)  # last: its presence marks a started run
+            runs.write_run_start(out, resolved, loaded.schema, loaded.preprocessor)
         if ctx.is_main:
             runs.remove_stale_temporaries(out)  # left by a killed run; none of ours is being written now
         ctx.barrier()
@@ -361,7 +275,7 @@ def train(
             **test,
         }
         if ctx.is_main:
-            io.save_json(metrics, out / METRICS_FILE)
+            runs.write_metrics(out, metrics)
             print(f"{model_name} on {loaded.name} — test split (best epoch {metrics['best_epoch']}):")
             print(format_table(loaded.schema, metrics))
             print(f"run written to {out}")
@@ -431,16 +345,17 @@ def evaluate(
     if data is not None and is_data_file(data):
         if pre is None:
             raise ConfigError(f"{run_dir}: no {PREPROCESSOR_FILE}, so raw files cannot be encoded for it")
+        from msmtrec.data.pipeline import read_like_spec
         from msmtrec.data.preprocessor import line_locator
 
-        raw = _pipeline().read_like_spec(pre.spec, data)  # the spec's reader and filter: training's population
+        raw = read_like_spec(pre.spec, data)  # the spec's reader and filter: training's population
         batch, _ = pre.transform(raw.frame, with_labels=True, where=line_locator(raw.frame, raw.files))
         dataset, name, split = TensorDataset(batch), Path(data).name, "file"
     else:
         spec = data if data is not None else cfg["data"]
         if data is None and cfg.get("stream"):
             # A streamed run's encoders were fitted on a sample: score with the run's own, not a refit.
-            loaded = _load_streamed(spec, None, preprocessor=pre)
+            loaded = load_streamed(spec, None, preprocessor=pre)
         else:
             loaded = load_data(spec, seed=int(cfg.get("seed") or 0), sample=cfg.get("sample") if data is None else None)
         if _model_view(loaded.schema) != _model_view(model.schema):
@@ -461,4 +376,4 @@ def evaluate(
     return metrics
 
 
-__all__ = ["DistContext", "LoadedData", "evaluate", "load_data", "load_run_model", "train"]
+__all__ = ["DistContext", "evaluate", "load_run_model", "train"]

@@ -19,9 +19,7 @@ early-stopping decision, and only rank 0 writes files.
 from __future__ import annotations
 
 import math
-import os
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +40,7 @@ from msmtrec.models.base import MultiTaskModel
 from msmtrec.runs import STATE, WEIGHTS, load_checkpoint, load_weights
 from msmtrec.tasks import OutputMapping, kind_of
 from msmtrec.training import io
+from msmtrec.training.adam import FusedAdam
 from msmtrec.training.balancing import make_balancer
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.distributed import DistContext, resolve_device
@@ -59,8 +58,6 @@ STATE_FILE = STATE
 MODEL_FILE = WEIGHTS
 _STATE_KEYS = {"world_size", "seed", "module", "optimizer", "state", "best_state", "per_rank"}
 HISTORY_FILE = "history.csv"
-DIE_AFTER_ENV = "MSMTREC_TEST_DIE_AFTER_BATCHES"
-"""Test hook: SIGKILL this process right after that many optimiser steps (and any checkpoint due)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -104,7 +101,7 @@ class TrainingModule(nn.Module):
         return total + self.model.regularization_loss(), per_task
 
 
-def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.Optimizer | FusedAdam:
     """Adam/AdamW with parameter groups: dense layers, embedding tables, loss parameters (no decay)."""
     emb = [p for p in embedding_parameters(module.model) if p.requires_grad]
     emb_ids = {id(p) for p in emb}
@@ -125,6 +122,9 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     # The fused kernel updates every tensor in one pass: ~5x faster than the default on CPU, where the
     # optimiser step over large embedding tables is a sizeable share of a training step.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    if fused:
+        # Same kernel, bit-identical steps, without torch.optim's ~1.2 s import of torch._dynamo.
+        return FusedAdam(groups, lr=config.lr, decoupled=config.optimizer == "adamw")
     return cls(groups, lr=config.lr, fused=fused)
 
 
@@ -157,6 +157,38 @@ class FitResult:
     train_seconds: float
     samples_per_second: float
     valid_metrics: dict[str, Any]
+
+
+@dataclass
+class _Fit:
+    """The working set of one :meth:`Trainer.fit` call, passed between its named steps."""
+
+    model: MultiTaskModel
+    loss: MultiTaskLoss
+    module: TrainingModule
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    balancer: Any
+    tracker: Any
+    gate_sample: Batch | None
+    train: TrainSplit
+    valid: TensorDataset
+    batch_size: int
+    n_batches: int
+    base_lrs: list[float]
+    scheduled: bool
+    sums: torch.Tensor
+    rows: int = 0
+    state: TrainState = field(default_factory=TrainState)
+    best_state: dict[str, torch.Tensor] | None = None
+    valid_metrics: dict[str, Any] = field(default_factory=dict)
+    steps_here: int = 0
+    seconds_before: float = 0.0
+    segment_start: float = 0.0
+
+    def elapsed(self) -> float:
+        """Training seconds of the whole run, across resumes."""
+        return self.seconds_before + time.perf_counter() - self.segment_start
 
 
 class Trainer:
@@ -195,6 +227,12 @@ class Trainer:
         return compute_metrics(model.schema, self.predict(model, dataset), model.output_mapping)
 
     # ------------------------------------------------------------------ training
+    forward_is_collective = False
+    """True when a forward pass needs every rank (sharded tables): no rank-0-only passes then."""
+    after_step: Callable[[TrainState], None] | None = None
+    """Called after every optimiser step (and any checkpoint due) with the state; ``None`` in normal use.
+    Tests of exact resume inject a SIGKILL here from their own launcher (``tests/kill_after.py``)."""
+
     def fit(
         self,
         model: MultiTaskModel,
@@ -207,16 +245,28 @@ class Trainer:
         With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
         exact step it describes. ``on_epoch(epoch, monitor_score)`` is called after each validation pass
         (the tuner reports to its pruner there); an exception it raises ends training and propagates.
+
+        The named steps: :meth:`_prepare` (loss, optimiser, balancer, tracker, state) → per epoch
+        :meth:`_train_epoch` (which calls :meth:`_train_step` per batch) and :meth:`_end_epoch` (validation,
+        early stopping, history, checkpoint) → :meth:`_finish`.
         """
-        cfg, ctx = self.config, self.ctx
         for name in ("train", "valid"):
             if name not in splits or len(splits[name]) == 0:
                 raise ConfigError(f"training needs a non-empty {name!r} split")
-        train_full, valid = splits["train"], splits["valid"]
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        schema = model.schema
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        run = self._prepare(model, splits["train"], splits["valid"], resume)
+        while not run.state.finished and run.state.epoch < self.config.max_epochs:
+            speed = self._train_epoch(run)
+            score = self._end_epoch(run, speed)
+            if on_epoch is not None:
+                on_epoch(run.state.epoch - 1, score)
+        return self._finish(run)
 
+    def _prepare(self, model: MultiTaskModel, train_full: TrainSplit, valid: TensorDataset, resume: bool) -> _Fit:
+        """Everything one fit needs, built once: the loss, the wrapped module, optimiser, balancer, tracker, state."""
+        cfg, ctx = self.config, self.ctx
+        schema = model.schema
         train, batch_size = self._local_train(train_full)
         sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
@@ -231,137 +281,138 @@ class Trainer:
         tracker.log_run(model, cfg, self.seed)
         # gate summaries run a forward pass on rank 0 alone, which a sharded model cannot do (lookups are collective)
         gate_sample = sample_batch(valid, self.device) if tracker.active and not self.forward_is_collective else None
-        base_lrs = [g["lr"] for g in optimizer.param_groups]  # before a resume loads scheduled rates
-        scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
-        state = TrainState()
-        best_state: dict[str, torch.Tensor] | None = None
-        n_tasks = len(schema.tasks)
-        # running sums of [per-task loss..., total loss] × rows, and the rows, for this epoch on this rank
-        # (kept on the training device so the hot loop never waits for a device-to-host copy)
-        sums = torch.zeros(n_tasks + 1, dtype=torch.float64, device=self.device)
-        rows = 0
-
+        run = _Fit(
+            model=model, loss=loss, module=module, wrapped=wrapped, optimizer=optimizer, balancer=balancer,
+            tracker=tracker, gate_sample=gate_sample, train=train, valid=valid, batch_size=batch_size,
+            n_batches=train.num_batches(batch_size),
+            base_lrs=[g["lr"] for g in optimizer.param_groups],  # before a resume loads scheduled rates
+            scheduled=cfg.lr_schedule != "constant" or cfg.warmup_steps > 0,
+            # running sums of [per-task loss..., total loss] × rows, and the rows, for this epoch on this rank
+            # (kept on the training device so the hot loop never waits for a device-to-host copy)
+            sums=torch.zeros(len(schema.tasks) + 1, dtype=torch.float64, device=self.device),
+        )
         if resume:
-            state, best_state, sums, rows = self._load_state(module, optimizer)
+            run.state, run.best_state, run.sums, run.rows = self._load_state(module, optimizer)
         else:
             # Distinct dropout streams per rank; the model was already built (and broadcast by DDP).
             torch.manual_seed(self.seed * 1_000_003 + ctx.rank)
+        run.seconds_before = run.state.train_seconds
+        run.segment_start = time.perf_counter()
+        return run
 
-        die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
-        steps_here = 0
-        segment_start = time.perf_counter()
-        seconds_before = state.train_seconds
-        n_batches = train.num_batches(batch_size)
-        valid_metrics: dict[str, Any] = {}
+    def _train_epoch(self, run: _Fit) -> float:
+        """One pass over this rank's training rows from where the state stands; returns training rows/s."""
+        cfg, ctx, state = self.config, self.ctx, run.state
+        run.module.train()
+        bar = tqdm(
+            total=run.n_batches,
+            initial=state.batch_in_epoch,
+            desc=f"epoch {state.epoch + 1}/{cfg.max_epochs}",
+            disable=not (cfg.progress and ctx.is_main and _is_terminal(sys.stderr)),  # log files get lines
+            dynamic_ncols=True,
+            unit="batch",
+        )
+        bar_start, bar_rows = time.perf_counter(), 0
+        batches = run.train.batches(
+            run.batch_size, shuffle=True, seed=self.seed, epoch=state.epoch, start_batch=state.batch_in_epoch
+        )
+        for batch in batches:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            total, per_task = self._train_step(run, batch)
+            n = int(batch["labels"].shape[0])
+            run.sums += torch.cat([per_task.detach(), total.detach().reshape(1)]).double() * n
+            run.rows += n
+            bar_rows += n * ctx.world_size
+            state.samples_seen += n * ctx.world_size
+            state.batch_in_epoch += 1
+            state.global_step += 1
+            run.steps_here += 1
+            run.tracker.step(state.global_step, per_task, total, n * ctx.world_size, run.optimizer,
+                             run.model.task_names)
+            if bar.disable is False and (state.batch_in_epoch % 10 == 0 or state.batch_in_epoch == run.n_batches):
+                mean = (run.sums / max(run.rows, 1)).tolist()
+                post = {name: f"{mean[i]:.4f}" for i, name in enumerate(run.model.task_names)}
+                post["samples/s"] = f"{bar_rows / max(time.perf_counter() - bar_start, 1e-9):,.0f}"
+                bar.set_postfix(post, refresh=False)
+            bar.update(1)
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                self._checkpoint(run)
+            if self.after_step is not None:
+                bar.close()
+                self.after_step(state)
+        bar.close()
+        return bar_rows / max(time.perf_counter() - bar_start, 1e-9)  # training rows/s, before validation
 
-        def elapsed() -> float:
-            return seconds_before + time.perf_counter() - segment_start
+    def _train_step(self, run: _Fit, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward (or the balancer's), clipping, the scheduled rate and the optimiser step."""
+        cfg = self.config
+        total, per_task = run.wrapped(batch)
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.balancer is None:
+            total.backward()
+        else:
+            run.balancer.backward(total)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(run.module.parameters(), cfg.grad_clip)
+        if run.scheduled:
+            factor = cfg.lr_factor(run.state.global_step, run.n_batches)
+            for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+                group["lr"] = base * factor
+        run.optimizer.step()
+        return total, per_task
 
-        def checkpoint() -> None:
-            state.train_seconds = elapsed()
-            self._save_state(module, optimizer, state, best_state, sums, rows)
+    def _end_epoch(self, run: _Fit, speed: float) -> float:
+        """Pooled training loss, validation, early stopping, history, log line and checkpoint; returns the score."""
+        cfg, ctx, state = self.config, self.ctx, run.state
+        epoch, n_tasks = state.epoch, len(run.model.task_names)
+        pooled = ctx.all_gather_object((run.sums.cpu(), run.rows))
+        all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
+        all_rows = sum(r for _, r in pooled)
+        mean_loss = (all_sums / max(all_rows, 1)).tolist()
+        if run.balancer is not None:
+            run.balancer.end_epoch(mean_loss[:n_tasks])
+        run.valid_metrics = self.evaluate(run.model, run.valid)
+        score = monitor_value(run.valid_metrics, cfg.monitor)
+        improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            run.best_state = self._save_best(run.model)
+        else:
+            state.bad_epochs += 1
+        state.history.append(self._history_row(epoch, mean_loss, run.valid_metrics, score, run.loss, run.model))
+        run.tracker.epoch(epoch, state.history[-1], run.valid_metrics, run.model, run.gate_sample)
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+        run.sums, run.rows = torch.zeros_like(run.sums), 0
+        if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
+            state.finished = True
+        if ctx.is_main and cfg.log_epochs:
+            tqdm.write(self._epoch_line(state.history[-1], improved, cfg.max_epochs, speed), file=sys.stderr)
+            sys.stderr.flush()
+        self._checkpoint(run)
+        if ctx.is_main and self.run_dir is not None:
+            io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
+        return score
 
-        while not state.finished and state.epoch < cfg.max_epochs:
-            epoch = state.epoch
-            module.train()
-            bar = tqdm(
-                total=n_batches,
-                initial=state.batch_in_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
-                disable=not (cfg.progress and ctx.is_main and _is_terminal(sys.stderr)),  # log files get lines
-                dynamic_ncols=True,
-                unit="batch",
-            )
-            bar_start, bar_rows = time.perf_counter(), 0
-            batches = train.batches(
-                batch_size, shuffle=True, seed=self.seed, epoch=epoch, start_batch=state.batch_in_epoch
-            )
-            for batch in batches:
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                total, per_task = wrapped(batch)
-                optimizer.zero_grad(set_to_none=True)
-                if balancer is None:
-                    total.backward()
-                else:
-                    balancer.backward(total)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                if scheduled:
-                    factor = cfg.lr_factor(state.global_step, n_batches)
-                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                        group["lr"] = base * factor
-                optimizer.step()
+    def _checkpoint(self, run: _Fit) -> None:
+        run.state.train_seconds = run.elapsed()
+        self._save_state(run.module, run.optimizer, run.state, run.best_state, run.sums, run.rows)
 
-                n = int(batch["labels"].shape[0])
-                sums += torch.cat([per_task.detach(), total.detach().reshape(1)]).double() * n
-                rows += n
-                bar_rows += n * ctx.world_size
-                state.samples_seen += n * ctx.world_size
-                state.batch_in_epoch += 1
-                state.global_step += 1
-                steps_here += 1
-                tracker.step(state.global_step, per_task, total, n * ctx.world_size, optimizer, schema.task_names)
-                if bar.disable is False and (state.batch_in_epoch % 10 == 0 or state.batch_in_epoch == n_batches):
-                    mean = (sums / max(rows, 1)).tolist()
-                    post = {name: f"{mean[i]:.4f}" for i, name in enumerate(schema.task_names)}
-                    post["samples/s"] = f"{bar_rows / max(time.perf_counter() - bar_start, 1e-9):,.0f}"
-                    bar.set_postfix(post, refresh=False)
-                bar.update(1)
-                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                    checkpoint()
-                if die_after and steps_here >= die_after:
-                    bar.close()
-                    os.kill(os.getpid(), signal.SIGKILL)
-            bar.close()
-            speed = bar_rows / max(time.perf_counter() - bar_start, 1e-9)  # training rows/s, before validation
-
-            # ---- epoch end: train loss (all ranks pooled), validation, early stopping
-            pooled = ctx.all_gather_object((sums.cpu(), rows))
-            all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
-            all_rows = sum(r for _, r in pooled)
-            mean_loss = (all_sums / max(all_rows, 1)).tolist()
-            if balancer is not None:
-                balancer.end_epoch(mean_loss[:n_tasks])
-            valid_metrics = self.evaluate(model, valid)
-            score = monitor_value(valid_metrics, cfg.monitor)
-            improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
-            if improved:
-                state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-                best_state = self._save_best(model)
-            else:
-                state.bad_epochs += 1
-            state.history.append(self._history_row(epoch, mean_loss, valid_metrics, score, loss, model))
-            tracker.epoch(epoch, state.history[-1], valid_metrics, model, gate_sample)
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-            sums, rows = torch.zeros_like(sums), 0
-            if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
-                state.finished = True
-            if ctx.is_main and cfg.log_epochs:
-                tqdm.write(self._epoch_line(state.history[-1], improved, cfg.max_epochs, speed), file=sys.stderr)
-                sys.stderr.flush()
-            checkpoint()
-            if ctx.is_main and self.run_dir is not None:
-                io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
-            if on_epoch is not None:
-                on_epoch(epoch, score)
-
-        tracker.close()
-        self._restore_best(model, best_state)
-        train_seconds = elapsed() if steps_here else state.train_seconds
+    def _finish(self, run: _Fit) -> FitResult:
+        """Close the tracker, put the best weights back and report."""
+        run.tracker.close()
+        self._restore_best(run.model, run.best_state)
+        state = run.state
+        train_seconds = run.elapsed() if run.steps_here else state.train_seconds
         return FitResult(
-            model=model,
+            model=run.model,
             best_epoch=state.best_epoch,
             best_score=state.best_score,
             epochs=state.epoch,
             history=state.history,
             train_seconds=train_seconds,
             samples_per_second=state.samples_seen / train_seconds if train_seconds > 0 else 0.0,
-            valid_metrics=valid_metrics,
+            valid_metrics=run.valid_metrics,
         )
-
-    # ------------------------------------------------------------------ hooks (the sharded trainer overrides)
-    forward_is_collective = False
-    """True when a forward pass needs every rank (sharded tables): nothing may then run the model on one rank."""
 
     def _wrap(self, module: TrainingModule) -> tuple[nn.Module, torch.optim.Optimizer]:
         """``module`` on the device, the module the loop calls (DDP under torchrun) and the optimiser."""
@@ -410,7 +461,7 @@ class Trainer:
     def _save_state(
         self,
         module: TrainingModule,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | FusedAdam,
         state: TrainState,
         best_state: dict[str, torch.Tensor] | None,
         sums: torch.Tensor,
@@ -438,7 +489,7 @@ class Trainer:
         io.save_torch(payload, self.run_dir / STATE_FILE)
 
     def _load_state(
-        self, module: TrainingModule, optimizer: torch.optim.Optimizer
+        self, module: TrainingModule, optimizer: torch.optim.Optimizer | FusedAdam
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None, torch.Tensor, int]:
         if self.run_dir is None or not (self.run_dir / STATE_FILE).exists():
             raise ConfigError(f"cannot resume: no {STATE_FILE} in {self.run_dir}")

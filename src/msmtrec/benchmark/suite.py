@@ -1,6 +1,6 @@
 """Benchmark suites: which models, ablations and peer implementations run on which datasets, with one budget.
 
-A suite is a YAML file (the shipped ones live in ``evaluation/suites/``)::
+A suite is a YAML file (the shipped ones live in ``benchmark/suites/``)::
 
     name: hillstrom
     datasets:                       # spec names or paths; overrides are dotted spec keys (like --set)
@@ -36,8 +36,9 @@ import yaml
 from msmtrec.config import build_config
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import model_class, registered_models
+from msmtrec.shipped import resolve_yaml, shipped_names
 
-SUITE_PACKAGE = "msmtrec.evaluation"
+SUITE_PACKAGE = "msmtrec.benchmark"
 PEER_LIBRARIES = ("torch_rechub",)
 KINDS = ("model", "ablation", "peer")
 SUITE_MONITOR = "weighted_auc"
@@ -119,23 +120,18 @@ class Suite:
         return Suite(self.name, self.origin, datasets, train, self.budget, entries, q, self.description)
 
 
+def _suite_folder() -> Path:
+    return Path(str(resources.files(SUITE_PACKAGE) / "suites"))
+
+
 def shipped_suites() -> list[str]:
     """Names of the suites shipped as package data."""
-    base = resources.files(SUITE_PACKAGE) / "suites"
-    return sorted(p.name[: -len(".yaml")] for p in base.iterdir() if p.name.endswith(".yaml"))
+    return shipped_names(_suite_folder())
 
 
 def resolve_suite_path(suite: str | Path) -> Path:
     """A shipped suite name (``hillstrom``) or a path to a YAML file."""
-    p = Path(suite)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"suite file {p} does not exist")
-        return p
-    shipped = Path(str(resources.files(SUITE_PACKAGE) / "suites" / f"{suite}.yaml"))
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"unknown suite {str(suite)!r}: not a file, and not one of the shipped suites {shipped_suites()}")
+    return resolve_yaml(suite, _suite_folder(), "suite", ConfigError)
 
 
 def load_suite(suite: str | Path) -> Suite:
@@ -264,7 +260,7 @@ def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> Mo
 
 
 def _peer_entry(item: Any, ours: dict[str, ModelEntry], where: str) -> ModelEntry:
-    from msmtrec.evaluation.peer import PEER_MODELS
+    from msmtrec.benchmark.peer import PEER_MODELS
 
     if not isinstance(item, dict) or "name" not in item or "like" not in item:
         raise ConfigError(f"{where}: expected {{name: ..., library: torch_rechub, like: OUR_VARIANT}}")

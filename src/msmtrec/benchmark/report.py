@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from msmtrec.evaluation.runner import ALL, RESULT_COLUMNS
+from msmtrec.benchmark.runner import ALL, RESULT_COLUMNS
 from msmtrec.report import format_table
 
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False, "rmse": False, "mae": False}
@@ -395,7 +395,7 @@ def target_checks(res: Results, ds: str) -> list[str]:
 
 def paired_line(values: pd.DataFrame, avg: pd.Series, n_seeds: int) -> str:
     """HEF against the best other of our models (by mean average AUC), paired by seed."""
-    from msmtrec.evaluation.stats import paired_test
+    from msmtrec.benchmark.stats import paired_test
 
     others = [m for m in avg.index if m != FLAGSHIP]
     if not others:
@@ -644,26 +644,3 @@ def peer_comparison(res: Results, ds: str, peers: list[str], runs: pd.DataFrame)
     intro = ("Average AUC here is over the peer's tasks only (binary tasks). Within noise: |Δ| ≤ two standard "
              "errors of the difference of means over seeds.")
     return [intro, "", format_table(heads, rows, markdown=True)]
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-
-def write_reports(out: Path) -> list[Path]:
-    """(Re)write every Markdown report and plot of a results folder; returns the files written."""
-    from msmtrec.evaluation import plots
-
-    res = load_results(out)
-    if res.frame.empty:
-        raise ValueError(f"{out}/results.csv holds no complete run yet")
-    written = []
-    for name, text in (
-        ("summary.md", summary_md(res)),
-        ("seesaw.md", seesaw_md(res)),
-        ("ablation.md", ablation_md(res)),
-        ("cost.md", cost_md(res)),
-    ):
-        (out / name).write_text(text)
-        written.append(out / name)
-    written += plots.write_plots(res, out)
-    return written

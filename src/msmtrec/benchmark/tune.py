@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
+from msmtrec.benchmark.suite import SUITE_MONITOR, DatasetEntry, Suite, load_suite
 from msmtrec.config import build_config
 from msmtrec.errors import ConfigError
-from msmtrec.evaluation.suite import SUITE_MONITOR, DatasetEntry, Suite, load_suite
 from msmtrec.models.base import Param, model_class, registered_models
 
 SPEC_TRAIN = {"max_epochs": 50, "patience": 3, "monitor": SUITE_MONITOR}
@@ -281,7 +281,7 @@ def _fail_stale(study: Any) -> None:
 def _objective(target: TuneTarget, space: dict[str, Param], seed: int) -> Any:
     import optuna
 
-    from msmtrec.evaluation.runner import prepared
+    from msmtrec.benchmark.runner import prepared
     from msmtrec.models.base import build_model
     from msmtrec.training import TrainConfig, Trainer
     from msmtrec.training.trainer import seed_everything
@@ -441,7 +441,7 @@ def tuned_suite(
     log: Any = None,
 ) -> Suite:
     """The suite with every needed model entry replaced by its tuned config (``trials`` trials each, seed 0's
-    validation split), ready for :func:`~msmtrec.evaluation.runner.run_suite` to run its seeds.
+    validation split), ready for :func:`~msmtrec.benchmark.runner.run_suite` to run its seeds.
 
     Every model gets the same number of trials. Ablations take the tuned config of the model they ablate,
     with their switch applied on top (the variant differs from the tuned model by that switch only); peers
@@ -477,7 +477,7 @@ def tuned_suite(
             switch = {k: v for k, v in e.config.items() if k not in suite.budget}
             entries.append(dataclasses.replace(e, config={**src.model_config, **switch}, train=train))
         else:
-            from msmtrec.evaluation.suite import config_dict_of
+            from msmtrec.benchmark.suite import config_dict_of
 
             like = dataclasses.replace(by_name[e.like], config=src.model_config)
             entries.append(dataclasses.replace(e, config=config_dict_of(like), train=train))

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from msmtrec.tasks import kind_of
+
 Z95 = 1.959963984540054
 
 
@@ -55,7 +57,7 @@ def cell_auc_cis(schema: Any, preds: Any, all_label: str = "all") -> dict[tuple[
     """95 % DeLong interval of every binary (scenario, task) cell and of each task pooled (``all``)."""
     out: dict[tuple[str, str], tuple[float, float]] = {}
     for j, task in enumerate(schema.tasks):
-        if task.type != "binary":
+        if not kind_of(task).probability:  # AUC intervals are for probability outputs
             continue
         y, x = preds.labels[:, j], preds.outputs[task.name]
         sections = [(s, preds.scenario == i) for i, s in enumerate(schema.scenarios)]

@@ -36,14 +36,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from msmtrec.benchmark.stats import cell_auc_cis
+from msmtrec.benchmark.suite import DatasetEntry, ModelEntry, Suite
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
-from msmtrec.evaluation.stats import cell_auc_cis
-from msmtrec.evaluation.suite import DatasetEntry, ModelEntry, Suite
 from msmtrec.tasks import kind_of
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
@@ -108,7 +107,7 @@ def prepared(entry: DatasetEntry) -> PreparedData:
 
 def execute(spec: RunSpec) -> RunOutput:
     """Train, test and time one (dataset, variant, seed); the unit of work of the benchmark."""
-    from msmtrec.evaluation import peer
+    from msmtrec.benchmark import peer
     from msmtrec.models.base import build_model
     from msmtrec.training import TrainConfig, Trainer
     from msmtrec.training.metrics import compute_metrics
@@ -231,7 +230,7 @@ def explain_by_scenario(model: Any, dataset: Any, batch_size: int) -> dict[str, 
 
 def plan_runs(suite: Suite, seeds: Iterable[int], threads: int) -> tuple[list[RunSpec], list[str]]:
     """Every run of the suite, seed-major (so a partial benchmark holds whole seeds), plus skip notes."""
-    from msmtrec.evaluation.peer import rechub_available
+    from msmtrec.benchmark.peer import rechub_available
 
     notes: list[str] = []
     entries = list(suite.entries)
@@ -350,7 +349,7 @@ def merged_machine(out: Path, info: dict[str, Any]) -> dict[str, Any]:
 
 def machine_info(threads: int, jobs: int) -> dict[str, Any]:
     """Where the numbers come from, written beside them (timings mean nothing without it)."""
-    from msmtrec.evaluation.peer import rechub_version
+    from msmtrec.benchmark.peer import rechub_version
 
     cpu = platform.processor() or ""
     try:
@@ -495,17 +494,3 @@ class RunSummary:
     results: Path
     completed: int
     failures: list[str]
-
-
-def seeds_in(results: Path) -> list[int]:
-    """Seeds present in a results file (for the reports' headers)."""
-    with results.open(newline="") as f:
-        return sorted({int(r["seed"]) for r in csv.DictReader(f)})
-
-
-def np_mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (0 for a single value) and count."""
-    a = np.asarray(list(values), dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan, 0
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, int(a.size)

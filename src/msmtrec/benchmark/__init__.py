@@ -5,8 +5,9 @@ results folder (resumable), and ``write_reports`` turns ``results.csv`` into the
 The ``msmtrec benchmark`` command (:mod:`msmtrec.cli.bench`) is a thin wrapper over these three.
 """
 
-from msmtrec.evaluation.report import load_results, write_reports
-from msmtrec.evaluation.runner import RESULT_COLUMNS, run_suite
-from msmtrec.evaluation.suite import Suite, load_suite, shipped_suites
+from msmtrec.benchmark.report import load_results
+from msmtrec.benchmark.runner import RESULT_COLUMNS, run_suite
+from msmtrec.benchmark.suite import Suite, load_suite, shipped_suites
+from msmtrec.benchmark.writer import write_reports
 
 __all__ = ["RESULT_COLUMNS", "Suite", "load_results", "load_suite", "run_suite", "shipped_suites", "write_reports"]

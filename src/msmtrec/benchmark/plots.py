@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from msmtrec.evaluation.report import ALL, REFERENCE, Results, cell_values, summarise, transfer
+from msmtrec.benchmark.report import ALL, REFERENCE, Results, cell_values, summarise, transfer
 
 
 def _plt() -> Any:
