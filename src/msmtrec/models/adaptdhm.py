@@ -40,8 +40,6 @@ class AdaptDHMConfig(ModelConfig):
     """Moving-average rate of the cluster centres."""
     temperature: float = 0.1
     """Temperature of the soft assignment reported by ``explain`` (routing itself is hard)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("adaptdhm")

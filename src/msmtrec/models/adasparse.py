@@ -40,8 +40,6 @@ class AdaSparseConfig(ModelConfig):
     """Target share of pruned neurons r* for the regulariser."""
     sparsity_weight: float = 0.0
     """λ of the sparsity regulariser (0: off)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("adasparse")
@@ -57,7 +55,7 @@ class AdaSparse(MultiTaskModel):
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.scenario_embedding = nn.Embedding(schema.num_scenarios, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
-        sizes = [schema.num_fields * c.embed_dim, *c.hidden_dims]
+        sizes = [self.flat_dim, *c.hidden_dims]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.pruners = nn.ModuleList(nn.Linear(c.scenario_dim, b) for b in c.hidden_dims)
         self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()

@@ -33,8 +33,6 @@ class AdaTTConfig(ModelConfig):
     """Shared experts per level (0: plain AdaTT without shared experts)."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 class FusionLevel(nn.Module):

@@ -41,6 +41,9 @@ class ModelConfig:
     """Dropout applied inside MLPs and towers."""
     tower_dims: tuple[int, ...] = (32,)
     """Hidden sizes of each task tower."""
+    funnel: bool = True
+    """Predict funnel tasks ESMM-style as p(parent chain) · p(child | parent) (models whose paper predicts each
+    step directly default to False)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ class MultiTaskModel(nn.Module):
         self.task_names: list[str] = schema.task_names
         self.output_mapping: OutputMapping = OutputMapping.identity(schema)
         """Raw outputs → user units; a loaded run sets the mapping fitted on its validation split."""
+
+    @property
+    def flat_dim(self) -> int:
+        """Width of all field embeddings laid side by side (the input of an MLP over the flattened fields)."""
+        return self.schema.num_fields * self.config.embed_dim
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """Every registered model defines this: ``{task: [B] logits (binary) or values (regression)}``."""

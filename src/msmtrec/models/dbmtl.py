@@ -30,8 +30,6 @@ class DBMTLConfig(ModelConfig):
     """Hidden sizes of each task's tower."""
     relation_dims: tuple[int, ...] = (32,)
     """Hidden sizes of each task's relation layer (reads the earlier tasks' relation outputs)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("dbmtl")

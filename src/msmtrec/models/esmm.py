@@ -39,8 +39,8 @@ class ESMM(MultiTaskModel):
     def __init__(self, schema: Schema, config: ESMMConfig) -> None:
         super().__init__(schema, config)
         self.embedding = FieldEmbedding(schema, config.embed_dim)
-        in_dim = schema.num_fields * config.embed_dim
-        self.heads = TaskHeads(schema, in_dim, config.tower_dims, config.dropout, funnel=True)
+        in_dim = self.flat_dim
+        self.heads = TaskHeads(schema, in_dim, config.tower_dims, config.dropout, config.funnel)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = self.embedding(batch).flatten(1)

@@ -37,8 +37,6 @@ class HAMURConfig(ModelConfig):
     """Size of the domain embedding."""
     hyper_dims: tuple[int, ...] = (32,)
     """Hidden sizes of the hyper-network."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 class HyperAdapter(nn.Module):
@@ -72,7 +70,7 @@ class HAMUR(MultiTaskModel):
         require(len(c.hidden_dims) > 0, "hamur: hidden_dims must not be empty")
         require(c.adapter_dim >= 1 and c.core_dim >= 1, "hamur: adapter_dim and core_dim must be >= 1")
         n_scen = schema.num_scenarios
-        in_dim = schema.num_fields * c.embed_dim
+        in_dim = self.flat_dim
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.scenario_embedding = nn.Embedding(n_scen, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)

@@ -82,8 +82,6 @@ class HEFConfig(ModelConfig):
     uniform with the same term, not only the task gates' shared-expert usage; every level but the last, whose
     group weights are the learned mixing. Why: the diagnosis found first-level gates collapsing onto one
     expert (docs/hef.md section 2). Tested option, see section 4."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("hef")
@@ -125,7 +123,7 @@ class HEF(MultiTaskModel):
             f"hef: embed_dim {c.embed_dim} not divisible by attention_heads {c.attention_heads}",
         )
         n_scen, n_tasks = schema.num_scenarios, len(self.task_names)
-        in_dim = schema.num_fields * c.embed_dim
+        in_dim = self.flat_dim
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.attention = (
             FieldSelfAttention(

@@ -47,8 +47,6 @@ class HiNetConfig(ModelConfig):
     """Task-specific experts per task in the task extraction layer."""
     task_expert_dims: tuple[int, ...] = (32,)
     """Hidden sizes of the task extraction experts."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("hinet")
@@ -75,7 +73,7 @@ class HiNet(MultiTaskModel):
         require(c.task_shared_experts + c.task_experts >= 1, "hinet: need task extraction experts")
         require(len(c.expert_dims) > 0 and len(c.task_expert_dims) > 0, "hinet: expert dims must be set")
         n_scen = schema.num_scenarios
-        in_dim = schema.num_fields * c.embed_dim
+        in_dim = self.flat_dim
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.scenario_embedding = nn.Embedding(n_scen, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)

@@ -45,8 +45,6 @@ class HoMEConfig(ModelConfig):
     """Task-specific experts (second level)."""
     gate_rank: int = 8
     """Rank of the per-expert feature gate (0: no feature gate)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 class NormExperts(nn.Module):
@@ -101,7 +99,7 @@ class HoME(MultiTaskModel):
         require(c.gate_rank >= 0, "home: gate_rank must be >= 0")
         self.category = _categories(schema)
         n_cat, n_scen, d = max(self.category) + 1, schema.num_scenarios, c.expert_dim
-        in_dim = schema.num_fields * c.embed_dim
+        in_dim = self.flat_dim
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         n_first = c.global_experts + n_cat * c.category_experts
         self.feature_gate = FeatureGate(in_dim, n_first, c.gate_rank) if c.gate_rank else None

@@ -42,8 +42,6 @@ class M2MConfig(ModelConfig):
     """Hidden size of the meta attention scorer."""
     meta_layers: int = 2
     """Residual meta layers in each task's meta tower."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 class MetaTask(nn.Module):
@@ -79,7 +77,7 @@ class M2M(MultiTaskModel):
         require(c.num_experts >= 1 and len(c.expert_dims) > 0, "m2m: need num_experts >= 1 and expert_dims")
         require(c.meta_layers >= 0, "m2m: meta_layers must be >= 0")
         self.embedding = FieldEmbedding(schema, c.embed_dim)
-        self.experts = ExpertBank(schema.num_fields * c.embed_dim, c.num_experts, c.expert_dims, c.dropout)
+        self.experts = ExpertBank(self.flat_dim, c.num_experts, c.expert_dims, c.dropout)
         self.scenario_embedding = nn.Embedding(schema.num_scenarios, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
         self.scenario_mlp = MLP(c.scenario_dim, (c.scenario_dim,))

@@ -29,8 +29,6 @@ class M3oEConfig(ModelConfig):
     """Experts per task in the task module (0 = off)."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("m3oe")
@@ -55,7 +53,7 @@ class M3oE(MultiTaskModel):
         require(len(config.expert_dims) > 0, "m3oe: expert_dims must not be empty")
         self.embedding = FieldEmbedding(schema, config.embed_dim)
         self.experts = GroupedExtractionLayer(
-            schema.num_fields * config.embed_dim,
+            self.flat_dim,
             0,
             self.task_names,
             schema.num_scenarios,

@@ -36,8 +36,6 @@ class MetaHeacConfig(ModelConfig):
     """Critic towers per task."""
     scenario_dim: int = 8
     """Size of the scenario (the paper's task) embedding read by both gates."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("metaheac")
@@ -53,7 +51,7 @@ class MetaHeac(MultiTaskModel):
         self.embedding = FieldEmbedding(schema, c.embed_dim)
         self.scenario_embedding = nn.Embedding(schema.num_scenarios, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
-        self.experts = ExpertBank(schema.num_fields * c.embed_dim, c.num_experts, c.expert_dims, c.dropout)
+        self.experts = ExpertBank(self.flat_dim, c.num_experts, c.expert_dims, c.dropout)
         self.expert_gates = nn.ModuleList(Gate(c.scenario_dim, c.num_experts) for _ in range(n_tasks))
         self.critics = nn.ModuleList(
             ExpertBank(self.experts.out_dim, c.num_critics, c.tower_dims, c.dropout) for _ in range(n_tasks)

@@ -23,8 +23,6 @@ class MMoEConfig(ModelConfig):
     """Number of shared experts."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP (the last one is the expert output size)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("mmoe")
@@ -47,7 +45,7 @@ class MMoE(MultiTaskModel):
             "mmoe: need num_experts >= 1, expert_dims",
         )
         self.embedding = FieldEmbedding(schema, config.embed_dim)
-        in_dim = schema.num_fields * config.embed_dim
+        in_dim = self.flat_dim
         self.moe = CGCLayer(in_dim, self.task_names, config.num_experts, 0, config.expert_dims, config.dropout)
         self.heads = TaskHeads(schema, self.moe.out_dim, config.tower_dims, config.dropout, config.funnel)
 

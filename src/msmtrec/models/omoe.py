@@ -25,8 +25,6 @@ class OMoEConfig(ModelConfig):
     """Number of shared experts."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP (the last one is the expert output size)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("omoe")

@@ -35,8 +35,6 @@ class PEPNetConfig(ModelConfig):
     """Hidden size of every gate NU."""
     gamma: float = 2.0
     """Gate NU output range (0, gamma)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("pepnet")

@@ -28,8 +28,6 @@ class PLEConfig(ModelConfig):
     """Task-specific experts per task per level."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("ple")
@@ -54,7 +52,7 @@ class PLE(MultiTaskModel):
         require(len(config.expert_dims) > 0, "ple: expert_dims must not be empty")
         self.embedding = FieldEmbedding(schema, config.embed_dim)
         self.extraction = PLEStack(
-            schema.num_fields * config.embed_dim,
+            self.flat_dim,
             self.task_names,
             config.levels,
             config.shared_experts,

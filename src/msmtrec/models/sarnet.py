@@ -36,8 +36,6 @@ class SARNetConfig(ModelConfig):
     """Hidden sizes of every expert MLP."""
     scenario_dim: int = 16
     """Size of the scenario representation (attention query, gate and debias input)."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("sarnet")

@@ -19,8 +19,6 @@ from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register
 class SharedBottomConfig(ModelConfig):
     bottom_dims: tuple[int, ...] = (128, 64)
     """Hidden sizes of the shared bottom MLP."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("shared_bottom")
@@ -38,7 +36,7 @@ class SharedBottom(MultiTaskModel):
     def __init__(self, schema: Schema, config: SharedBottomConfig) -> None:
         super().__init__(schema, config)
         self.embedding = FieldEmbedding(schema, config.embed_dim)
-        self.bottom = MLP(schema.num_fields * config.embed_dim, config.bottom_dims, config.dropout)
+        self.bottom = MLP(self.flat_dim, config.bottom_dims, config.dropout)
         self.heads = TaskHeads(schema, self.bottom.out_dim, config.tower_dims, config.dropout, config.funnel)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

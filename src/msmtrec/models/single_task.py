@@ -55,7 +55,7 @@ class SingleTask(MultiTaskModel):
         n_tasks = len(self.task_names)
         n_emb = 1 if config.share_embedding else n_tasks
         self.embeddings = nn.ModuleList(FieldEmbedding(schema, config.embed_dim) for _ in range(n_emb))
-        in_dim = schema.num_fields * config.embed_dim
+        in_dim = self.flat_dim
         self.per_scenario = config.per_scenario
         if config.per_scenario:
             dims = [*config.bottom_dims, *config.tower_dims]

@@ -24,8 +24,6 @@ class STARConfig(ModelConfig):
     """Hidden sizes of the auxiliary scenario network."""
     scenario_dim: int = 8
     """Size of the auxiliary network's scenario embedding."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("star")
@@ -45,7 +43,7 @@ class STAR(MultiTaskModel):
         super().__init__(schema, config)
         require(len(config.star_dims) > 0, "star: star_dims must not be empty")
         self.embedding = FieldEmbedding(schema, config.embed_dim)
-        in_dim = schema.num_fields * config.embed_dim
+        in_dim = self.flat_dim
         self.base = StarNetwork(in_dim, config.star_dims, schema.num_scenarios, config.dropout)
         self.aux = AuxiliaryNetwork(
             in_dim,

@@ -31,8 +31,6 @@ class STEMConfig(ModelConfig):
     """Experts on each task's own embeddings."""
     expert_dims: tuple[int, ...] = (64,)
     """Hidden sizes of every expert MLP."""
-    funnel: bool = True
-    """Predict funnel tasks ESMM-style as p(parent) · p(child | parent)."""
 
 
 @register("stem")
