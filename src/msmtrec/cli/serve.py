@@ -86,7 +86,7 @@ def serve(
     scorer.warm_up()
     # Everything loaded so far (torch, pandas, the model, the app) lives as long as the process: move it
     # out of the garbage collector's generations, so a full collection triggered by request garbage scans
-    # only request objects (a full scan of the start-up heap is a 50–100 ms pause, straight into p99).
+    # only request objects (a full scan of the start-up heap is a long pause, straight into p99).
     gc.collect()
     gc.freeze()
     print(f"serving {scorer.model_name} ({scorer.backend}) from {run_dir} on http://{host}:{port} (docs at /docs)",

@@ -22,10 +22,9 @@ def field_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis (the key fields) of ``[..., F]`` attention scores.
 
     PyTorch's CPU softmax only vectorises a last axis of 16 or more elements; over fewer (most datasets
-    have under 16 fields) it runs 2–5× slower than the same softmax over a contiguous *leading* axis. So
-    for short rows the scores are laid out key-field-first, normalised there, and handed back as a view
-    (measured at 1,000 rows × 2 heads, one thread: 8 fields 3.2 → 0.6 ms, 15 fields 10.0 → 5.6 ms; from 16
-    fields on the plain softmax is faster and is used).
+    have under 16 fields) it is several times slower than the same softmax over a contiguous *leading* axis.
+    So for short rows the scores are laid out key-field-first, normalised there, and handed back as a view;
+    from 16 fields on the plain softmax is faster and is used (``benchmarks/attention_forms.py`` measures it).
     """
     if scores.shape[-1] >= SHORT_SOFTMAX:
         return torch.softmax(scores, dim=-1)
@@ -51,10 +50,8 @@ class FieldAttentionLayer(nn.Module):
       ``M_h = W_qhᵀ W_kh / √d_h``, and the value projection moved after the weighting, as one block-diagonal
       multiply over all heads. Every intermediate stays in the ``[B, F·H, ·]`` layout the matmuls produce,
       so there are no copies. It does ``H·D_in/d_h`` times the split form's arithmetic in the two
-      products, which is why it is only used while that stays small. Measured with
-      ``python benchmarks/attention_forms.py`` (1,000 rows, one thread): HEF's default (8 fields, 16 dims,
-      2 heads) goes from 2.4 to 1.7 ms traced forward and from 8.4 to 4.4 ms forward + backward; at 16 dims
-      factored wins up to 8 heads, at 64 dims it ties at 2 heads and loses from 4 on (1.5–3× slower).
+      products, which is why it is only used while that stays small (``python benchmarks/attention_forms.py``
+      times both forms; the figures are in docs/changelog.md).
 
     The parameters are the same four projections either way, so saved runs load in both.
 

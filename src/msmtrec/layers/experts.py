@@ -60,7 +60,7 @@ class ExpertBank(nn.Module):
     The experts are evaluated together, not one small ``nn.Linear`` stack at a time: the first layer of all
     experts is one ``[in, n · h]`` matmul (they share the input), deeper layers one batched matmul over the
     expert axis. Same maths and the same initialisation as ``n`` separate ``Linear → ReLU → Dropout`` MLPs,
-    with a fraction of the kernel launches (about 2× faster for MMoE/PLE training on CPU).
+    with a fraction of the kernel launches (the speed-up is measured in docs/changelog.md).
     """
 
     def __init__(self, in_dim: int, num_experts: int, dims: Sequence[int], dropout: float = 0.0) -> None:

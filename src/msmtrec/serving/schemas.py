@@ -133,7 +133,7 @@ _CANDIDATES = TypeAdapter(list[CandidateIn])
 
 CHUNK = 256
 """Long lists are validated this many entries at a time, stopping at the first chunk with a problem: the
-cost of a bad list (pydantic builds every error, ~20 µs each) stays bounded, and no single call holds the
+cost of a bad list (pydantic builds an object for every error) stays bounded, and no single call holds the
 interpreter lock for long."""
 
 

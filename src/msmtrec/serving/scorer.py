@@ -37,8 +37,8 @@ def default_threads() -> int:
     """Half the cores (at least 1, at most 4).
 
     A page of candidates is a small batch: extra threads mostly add synchronisation, and on a shared
-    machine OpenMP workers that spin while another process holds the core turn a 20 ms call into a
-    second-long one. Leaving half the cores free also keeps the HTTP layer and any co-located client
+    machine OpenMP workers that spin while another process holds the core turn a short call into a very
+    long one. Leaving half the cores free also keeps the HTTP layer and any co-located client
     responsive.
     """
     return max(1, min((os.cpu_count() or 2) // 2, 4))
@@ -153,8 +153,7 @@ class Scorer:
 
     def use_compiled(self, atol: float = 1e-4) -> None:
         """Run forward passes through ``torch.compile`` (Inductor): the model's many small elementwise ops
-        are fused into generated C++ kernels: HEF's forward at 1,000 rows took 12–14 ms against 14–19 ms
-        eager on this 2-core machine (TorchScript, with per-scenario graphs, 8–12 ms; docs/serving.md).
+        are fused into generated C++ kernels (how it compares with eager and TorchScript: docs/serving.md).
 
         Compiling takes one to two minutes on a 2-core machine (needs a C++ compiler; Inductor caches the
         result on disk, so later start-ups are quicker) and happens here, not on the first request. The

@@ -119,8 +119,8 @@ def build_optimizer(module: TrainingModule, config: TrainConfig) -> torch.optim.
     ]
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    # The fused kernel updates every tensor in one pass: ~5x faster than the default on CPU, where the
-    # optimiser step over large embedding tables is a sizeable share of a training step.
+    # The fused kernel updates every tensor in one pass, which matters on CPU, where the optimiser step over
+    # large embedding tables is a sizeable share of a training step (figures: docs/changelog.md).
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     if fused:
         # Same kernel, bit-identical steps, without torch.optim's ~1.2 s import of torch._dynamo.
