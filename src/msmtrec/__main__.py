@@ -2,8 +2,8 @@
 
 After a command has finished (its files written and closed), the process leaves with ``os._exit`` once the
 exit hooks have run and the standard streams are flushed: the interpreter's own teardown of torch and pandas
-costs ~0.6 s of CPU per process, about a tenth of a short ``msmtrec train`` (docs/training.md). Errors
-still leave through ``SystemExit`` as before.
+is a noticeable share of a short ``msmtrec train`` (figures in docs/training.md). Errors still leave through
+``SystemExit`` as before.
 """
 
 import atexit

@@ -2,7 +2,7 @@
 
 Why: ``torch.optim.Optimizer`` imports ``torch._dynamo`` on its first ``add_param_group``, ``zero_grad``,
 ``step`` or ``state_dict`` (the methods are wrapped to be skipped by ``torch.compile``), and that import costs
-~1.2 s of CPU — as much as importing torch itself and a quarter of a one-epoch ``msmtrec train`` on Hillstrom.
+about as much CPU as importing torch itself — a large share of a short ``msmtrec train`` (docs/training.md).
 This class calls the very kernel ``torch.optim.Adam(fused=True)`` calls (``torch._fused_adam_`` /
 ``torch._fused_adamw_``) with the same state tensors, so the parameters after every step are bit-identical
 (``tests/test_adam.py`` checks it), and its ``state_dict`` has torch's format, so checkpoints written by
