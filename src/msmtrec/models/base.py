@@ -18,6 +18,7 @@ task's kind.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -85,7 +86,7 @@ suite's budget) and the task towers. Keys are ``train.X`` (a :class:`TrainConfig
 (a field of the model's config), the same spelling as ``--set``."""
 
 
-class MultiTaskModel(nn.Module):
+class MultiTaskModel(nn.Module, ABC):
     """Base class: one model, many scenarios, many tasks."""
 
     name: ClassVar[str] = "base"
@@ -117,9 +118,9 @@ class MultiTaskModel(nn.Module):
         """Width of all field embeddings laid side by side (the input of an MLP over the flattened fields)."""
         return self.schema.num_fields * self.config.embed_dim
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    @abstractmethod
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every registered model defines this: ``{task: [B] logits (binary) or values (regression)}``."""
-        raise NotImplementedError(f"{type(self).__name__} must define forward(batch) -> {{task: tensor}}")
 
     def explain(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Weights a user wants to look at. Models with attention / gates / mixing override this.

@@ -17,6 +17,7 @@ This module sits below ``data/`` and imports only numpy and torch.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -35,7 +36,7 @@ Params = dict[str, Any]
 """Fitted post-hoc parameters of one task (JSON-able), as stored in the run's ``output_mapping.json``."""
 
 
-class TaskKind:
+class TaskKind(ABC):
     """Base class; subclasses are registered with :func:`register_kind` and used as singletons."""
 
     name: ClassVar[str] = ""
@@ -70,30 +71,30 @@ class TaskKind:
         """Encoded labels back in the units :meth:`to_units` predicts (inverse of :meth:`encode_labels`)."""
         return y
 
+    @abstractmethod
     def random_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Random labels of the right domain (shape tests only)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def planted_labels(self, logit: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Labels following a planted signal ``logit`` (learnable generated data)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ training
+    @abstractmethod
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row loss ``[B]`` of raw outputs ``out`` against labels ``y`` (NaN labels already zeroed).
 
         Must be finite for any input: the caller masks unknown labels by weight, and a NaN/inf in a masked
         row would still poison the gradient.
         """
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ outputs
+    @abstractmethod
     def to_units(
         self, out: torch.Tensor, transform: str = "none", params: Params | None = None,
         scenario: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Raw outputs → ``[B]`` in user units, with the fitted ``params`` (per scenario) applied."""
-        raise NotImplementedError
 
     def fit_params(
         self, out: np.ndarray, y: np.ndarray, scenario: np.ndarray, num_scenarios: int, transform: str,
@@ -107,11 +108,11 @@ class TaskKind:
         return dict(base or {})
 
     # ------------------------------------------------------------------ metrics
+    @abstractmethod
     def cell(
         self, y: np.ndarray, out: np.ndarray, units: np.ndarray, users: np.ndarray | None, transform: str
     ) -> dict[str, Any]:
         """Metrics of one scenario × task cell: encoded labels, raw outputs and user-unit predictions."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<task kind {self.name}>"
