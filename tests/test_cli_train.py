@@ -128,6 +128,19 @@ def test_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
     assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("argv", [["train", "--no-such-option"], ["benchmark", "hillstrom", "--no-progres"],
+                                  ["no-such-command"]])
+def test_usage_error_is_a_short_message_exit_2_not_a_traceback(argv: list[str]) -> None:
+    """Typer ≥ 0.2x vendors click: its usage errors are not ``click.ClickException`` and used to escape
+    ``main`` as a traceback (seen with ``msmtrec train --no-progress``)."""
+    code = "import sys; from msmtrec.cli import main; sys.exit(main(sys.argv[1:]))"
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                         env=_subprocess_env(), timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "No such" in res.stderr
+
 def _hillstrom_available() -> bool:
     if importlib.util.find_spec("msmtrec.data.pipeline") is None:
         return False

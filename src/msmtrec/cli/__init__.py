@@ -84,11 +84,23 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        if isinstance(e, _click_exceptions("ClickException")):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, _click_exceptions("Abort")):
             sys.exit(1)
         raise
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """``click.exceptions.NAME`` and, where typer vendors its own click (typer ≥ 0.2x), typer's copy of it:
+    the two are unrelated classes, so a usage error from either must be recognised (else it is a traceback)."""
+    import click
+
+    found: list[type[BaseException]] = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+    except ImportError:
+        return tuple(found)
+    found.append(getattr(vendored, name))
+    return tuple(found)
