@@ -17,7 +17,7 @@ import torch
 
 from msmtrec.benchmark import RESULT_COLUMNS, load_suite, shipped_suites
 from msmtrec.benchmark.peer import binary_view, build_peer, rechub_available
-from msmtrec.benchmark.report import load_results, metric_table, seesaw_md, summary_md
+from msmtrec.benchmark.report import ablation_md, load_results, metric_table, seesaw_md, summary_md
 from msmtrec.benchmark.runner import check_resume, suite_record
 from msmtrec.benchmark.writer import write_reports
 from msmtrec.cli import main
@@ -150,6 +150,31 @@ def test_seesaw_counts_negative_transfer(tmp_path: Path) -> None:
     assert "0/4" in hef and hef.rstrip(" |").endswith("no")
 
 
+def test_ablation_table_reads_the_validation_delta_next_to_the_test_delta(tmp_path: Path) -> None:
+    """HEF's defaults are judged on validation (issue 14): each ablation row shows its paired validation Δ
+    from the runs' ``valid_monitor`` (n/a where the runs predate it), next to the test Δ."""
+    rows = []
+    for model, kind, valid, test in (("hef", "model", 0.70, 0.80), ("hef-no-x", "ablation", 0.68, 0.81),
+                                     ("hef-no-y", "ablation", None, 0.79)):
+        for seed in (0, 1):
+            rows.append(["d", model, kind, "hef", seed, "s0", "click", "auc", test + 0.01 * seed])
+            rows.append(["d", model, kind, "hef", seed, "all", "click", "auc", test])
+            for metric, value in (("params", 100), ("epochs", 2), ("best_epoch", 1)):
+                rows.append(["d", model, kind, "hef", seed, "all", "all", metric, value])
+            if valid is not None:
+                rows.append(["d", model, kind, "hef", seed, "all", "all", "valid_monitor", valid + 0.002 * seed])
+    with (tmp_path / "results.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(RESULT_COLUMNS)
+        w.writerows(rows)
+    text = ablation_md(load_results(tmp_path))
+    no_x = next(line for line in text.splitlines() if line.startswith("| hef-no-x"))
+    no_y = next(line for line in text.splitlines() if line.startswith("| hef-no-y"))
+    assert "Δ valid vs hef" in text
+    assert "+0.0100 ± 0.0000" in no_x and "-0.0200 ± 0.0000" in no_x  # test Δ, then validation Δ
+    assert "-0.0100 ± 0.0000" in no_y and "n/a" in no_y
+
+
 def test_write_reports_from_results_only(tmp_path: Path) -> None:
     written = write_reports(_fake_results(tmp_path))
     names = {p.name for p in written}
@@ -228,7 +253,8 @@ def test_quick_hillstrom_benchmark_end_to_end(tmp_path: Path) -> None:
     assert {r["seed"] for r in rows} == {"0"}
     scenarios = {r["scenario"] for r in rows}
     assert {"all", "Mens E-Mail", "No E-Mail", "Womens E-Mail"} <= scenarios
-    assert {"auc", "logloss", "rmse", "params", "samples_per_second", "inference_rows_per_second"} <= {
+    assert {"auc", "logloss", "rmse", "params", "samples_per_second", "inference_rows_per_second",
+            "valid_monitor"} <= {
         r["metric"] for r in rows
     }
     assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN written

@@ -502,7 +502,9 @@ def ablation_md(res: Results) -> str:
         "HEF with one switch turned off per row (same budget, data and seeds). `avg AUC` is the mean over "
         "scenario × binary-task cells; Δ = variant − full `hef`, paired by seed (negative = the part that was "
         "turned off was helping; positive = the model is better without it). LogLoss and RMSE averages "
-        "likewise (lower is better).",
+        "likewise (lower is better). `Δ valid` is the same paired difference on the validation monitor of "
+        "each run's kept epoch (the split early stopping and tuning read): HEF's defaults are judged on it, "
+        "the test Δ is reported only (n/a for runs recorded before the monitor was).",
         "",
     ]
     for ds in res.datasets:
@@ -515,6 +517,7 @@ def ablation_md(res: Results) -> str:
         auc = table_values(df[df["model"].isin(variants)], "auc")
         other = {m: table_values(df[df["model"].isin(variants)], m) for m in ("logloss", "rmse")}
         runs = run_values(df)
+        valid = per_seed_run_value(df, "valid_monitor")
         rows = []
         ref = auc.xs(FLAGSHIP, level="model")[("avg", "")] if FLAGSHIP in variants else None
         for v in variants:
@@ -523,11 +526,10 @@ def ablation_md(res: Results) -> str:
             row.append(int(runs.loc[v, "params"]) if v in runs.index else None)
             row.append(fmt_pm(a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0))
             if ref is not None and v != FLAGSHIP:
-                d = (a - ref).dropna()
-                sd = d.std(ddof=1) if len(d) > 1 else 0.0
-                row.append(f"{d.mean():+.4f} ± {sd:.4f}")
+                row.append(paired_delta(a, ref))
+                row.append(paired_delta(*(valid.get(x, pd.Series(dtype=float)) for x in (v, FLAGSHIP))))
             else:
-                row.append("–")
+                row += ["–", "–"]
             for m in ("logloss", "rmse"):
                 t = other[m]
                 if t.empty:
@@ -535,10 +537,25 @@ def ablation_md(res: Results) -> str:
                 s = t.xs(v, level="model")[("avg", "")]
                 row.append(fmt_pm(s.mean(), s.std(ddof=1) if len(s) > 1 else 0.0))
             rows.append(row)
-        heads = ["variant", "switch", "params", "avg AUC", "Δ avg AUC vs hef"]
+        heads = ["variant", "switch", "params", "avg AUC", "Δ avg AUC vs hef", "Δ valid vs hef"]
         heads += [f"avg {METRIC_TITLES[m]}" for m in ("logloss", "rmse") if not other[m].empty]
         lines += [format_table(heads, rows, markdown=True), ""]
     return "\n".join(lines)
+
+
+def paired_delta(variant: pd.Series, reference: pd.Series) -> str:
+    """``mean ± std`` of ``variant − reference`` over the seeds both have (index: seed); ``n/a`` if none."""
+    d = (variant - reference).dropna()
+    if d.empty:
+        return "n/a"
+    sd = d.std(ddof=1) if len(d) > 1 else 0.0
+    return f"{d.mean():+.4f} ± {sd:.4f}"
+
+
+def per_seed_run_value(df: pd.DataFrame, metric: str) -> dict[str, pd.Series]:
+    """A run-level value per model as a Series indexed by seed (models that never recorded it are absent)."""
+    sub = df[(df["scenario"] == ALL) & (df["task"] == ALL) & (df["metric"] == metric)]
+    return {str(m): g.set_index("seed")["value"] for m, g in sub.groupby("model", sort=False)}
 
 
 # ---------------------------------------------------------------------------------------------- cost

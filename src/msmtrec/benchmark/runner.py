@@ -153,6 +153,9 @@ def execute(spec: RunSpec) -> RunOutput:
         "inference_rows_per_second": infer,
         "epochs": fit.epochs,
         "best_epoch": fit.best_epoch,
+        # The validation monitor of the kept epoch (higher is better): what early stopping and the tuner saw,
+        # so an ablation's validation Δ can be read next to its test Δ (decisions are made on the former).
+        "valid_monitor": fit.best_score,
     }
     rows += [(*base, ALL, ALL, k, float(v)) for k, v in run_values.items()]
     explained = explain_by_scenario(model, splits["test"], trainer.config.eval_batch_size) if spec.explain else None
