@@ -127,6 +127,41 @@ def test_regression_metrics_report_the_mean_ratio_in_original_units() -> None:
     assert "spend ratio" in format_table(schema, compute_metrics(schema, preds, mapping))
 
 
+
+def test_mean_ratio_interval_covers_what_a_calibrated_model_shows_on_other_test_sets() -> None:
+    """A sparse spend-like target: 1 % buyers, log-normal amounts, predictions = the true expected value.
+
+    The ratio's 95 % interval on one test set of 5,000 rows must match the spread of the ratio over many
+    such test sets (so a reader can tell an unlucky split from a biased model), and hold 1.0 about 95 % of
+    the time."""
+    from msmtrec.tasks.regression import units_cell
+
+    rng = np.random.default_rng(0)
+    mu, sigma, rate = 3.0, 1.0, 0.01
+    expected = rate * math.exp(mu + sigma**2 / 2)
+    ratios, covered, widths = [], 0, []
+    for _ in range(400):
+        buy = rng.random(5000) < rate
+        y = np.where(buy, rng.lognormal(mu, sigma, 5000), 0.0)
+        cell = units_cell(y, np.full(5000, expected))
+        ratios.append(cell["mean_ratio"])
+        widths.append(cell["mean_ratio_high"] - cell["mean_ratio_low"])
+        covered += cell["mean_ratio_low"] <= 1.0 <= cell["mean_ratio_high"]
+    lo, hi = np.quantile(ratios, [0.025, 0.975])
+    assert 0.9 <= covered / 400 <= 0.99
+    assert np.median(widths) == pytest.approx(hi - lo, rel=0.35)
+    assert units_cell(np.zeros(3), np.ones(3))["mean_ratio_low"] is None  # no label mass: no ratio
+
+
+def test_metrics_table_shows_the_ratio_interval() -> None:
+    schema = synthetic_schema(tasks=(Task("spend", "regression"),), scenarios=1)
+    from msmtrec.training.metrics import Predictions
+
+    y = np.array([0.0, 0.0, 10.0, 0.0, 20.0, 0.0], dtype=np.float32)
+    preds = Predictions({"spend": np.full(6, 5.0, dtype=np.float32)}, y[:, None], np.zeros(6, dtype=np.int64))
+    table = format_table(schema, compute_metrics(schema, preds))
+    assert "spend ratio 95% CI" in table and "–" in table
+
 # ------------------------------------------------------------------------------------------ ZILN
 
 

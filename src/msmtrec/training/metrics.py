@@ -31,12 +31,13 @@ Each CELL comes from the task's kind (:mod:`msmtrec.tasks`). A binary-task CELL 
 score the model's raw logits, ``pred_mean`` (mean probability), ``calibration`` (pred_mean / label_mean)
 and ``ece`` (expected calibration error, 10 equal-mass bins) the probabilities a user receives (after the
 run's calibrator, if any). A regression-task CELL is ``{"rows", "rmse", "mae", "pred_mean", "label_mean",
-"pred_mean_units", "label_mean_units", "mean_ratio"}``: rmse/mae/pred_mean/label_mean in the (transformed)
-target space, the ``*_units`` means and their ``mean_ratio`` in original units after the run's bias
-correction. A ``ziln`` CELL is ``{"rows", "positives", "rmse", "mae", "buy_auc", "pred_mean_units",
-"label_mean_units", "mean_ratio"}``, all in original units. ``auc`` is null when the cell holds a single
-class; ``gauc`` (impression-weighted mean of per-user AUC over users with both classes) is null when there
-is no ``user_id`` or no user has both classes. Rows whose label is NaN are left out of that task. Cells of
+"pred_mean_units", "label_mean_units", "mean_ratio", "mean_ratio_low", "mean_ratio_high"}``: rmse/mae/
+pred_mean/label_mean in the (transformed) target space, the ``*_units`` means and their ``mean_ratio`` in
+original units after the run's bias correction, with the ratio's 95 % interval over test sets of this
+size. A ``ziln`` CELL is ``{"rows", "positives", "rmse", "mae", "buy_auc", "pred_mean_units",
+"label_mean_units", "mean_ratio", "mean_ratio_low", "mean_ratio_high"}``, all in original units. ``auc``
+is null when the cell holds a single class; ``gauc`` (impression-weighted mean of per-user AUC over users
+with both classes) is null when there is no ``user_id`` or no user has both classes. Rows whose label is NaN are left out of that task. Cells of
 scenarios with no rows report ``rows: 0`` and null values.
 """
 
@@ -202,7 +203,7 @@ def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
         if kind.probability:
             columns += [(f"{t.name} cal", t.name, "calibration"), (f"{t.name} ECE", t.name, "ece")]
         else:
-            columns.append((f"{t.name} ratio", t.name, "mean_ratio"))
+            columns += [(f"{t.name} ratio", t.name, "mean_ratio"), (f"{t.name} ratio 95% CI", t.name, "ratio_ci")]
     from msmtrec.report import format_table as aligned
 
     header = ["scenario", "rows", *(c[0] for c in columns)]
@@ -210,7 +211,7 @@ def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
     sections = [*((s, metrics["by_scenario"][s]) for s in schema.scenarios), ("overall", metrics["overall"])]
     for name, cells in sections:
         first = cells[schema.tasks[0].name] if schema.tasks else {"rows": 0}
-        rows.append([name, int(first["rows"]), *(cells[task].get(key) for _, task, key in columns)])
+        rows.append([name, int(first["rows"]), *(_cell_text(cells[task], key) for _, task, key in columns)])
     out = [aligned(header, rows)]
     summary = [f"mean AUC {_fmt(metrics.get('mean_auc'))}"]
     if metrics.get("mean_gauc") is not None:
@@ -219,6 +220,14 @@ def format_table(schema: Schema, metrics: Mapping[str, Any]) -> str:
         summary.append(f"mean RMSE {_fmt(metrics['mean_rmse'])}")
     out.append(", ".join(summary))
     return "\n".join(out)
+
+
+def _cell_text(cell: Mapping[str, Any], key: str) -> Any:
+    """A cell's value for the table; ``ratio_ci`` is the ratio's interval written ``low–high``."""
+    if key != "ratio_ci":
+        return cell.get(key)
+    low, high = cell.get("mean_ratio_low"), cell.get("mean_ratio_high")
+    return "-" if low is None or high is None else f"{low:.2f}–{high:.2f}"
 
 
 def _fmt(v: Any) -> str:
