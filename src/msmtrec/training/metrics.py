@@ -37,8 +37,8 @@ original units after the run's bias correction, with the ratio's 95 % interval o
 size. A ``ziln`` CELL is ``{"rows", "positives", "rmse", "mae", "buy_auc", "pred_mean_units",
 "label_mean_units", "mean_ratio", "mean_ratio_low", "mean_ratio_high"}``, all in original units. ``auc``
 is null when the cell holds a single class; ``gauc`` (impression-weighted mean of per-user AUC over users
-with both classes) is null when there is no ``user_id`` or no user has both classes. Rows whose label is NaN are left out of that task. Cells of
-scenarios with no rows report ``rows: 0`` and null values.
+with both classes) is null when there is no ``user_id`` or no user has both classes. Rows whose label is
+NaN are left out of that task. Cells of scenarios with no rows report ``rows: 0`` and null values.
 """
 
 from __future__ import annotations
