@@ -11,7 +11,8 @@ Layout of ``results.csv`` (long format: one value per row, so adding a metric ne
   ``pred_mean`` / ``label_mean`` (calibration: mean predicted probability against the observed rate) and
   ``auc_ci_low`` / ``auc_ci_high`` (95 % DeLong interval of that run's AUC);
 * run-level values have ``scenario = task = "all"`` and ``metric`` among :data:`RUN_METRICS` (parameters,
-  FLOPs, training seconds and samples/s as the trainer measures them, inference rows/s, epochs).
+  FLOPs, training seconds and samples/s as the trainer measures them, inference rows/s, epochs, the
+  validation monitor of the kept epoch).
 
 Each run's rows are appended (and flushed) as soon as it finishes, so an interrupted benchmark resumes by
 skipping the (dataset, model, seed) triples already present. Every model sees the same prepared splits:
@@ -57,6 +58,7 @@ RUN_METRICS = (
     "inference_rows_per_second",
     "epochs",
     "best_epoch",
+    "valid_monitor",
 )
 ALL = "all"
 EXPLAIN_MODEL = "hef"
