@@ -14,7 +14,16 @@ in that file are skipped, so a killed job resumes where it stopped. ``--table`` 
 Datasets: a spec name, or one of the aliases in :data:`DATASETS` (``census_kdd@cow``: census_kdd with
 ``class_of_worker`` as the 9-valued, imbalanced scenario, 60k sampled rows; ``synthetic`` (60k sampled
 rows): the simulator's parquet written by
-``msmtrec data synth --rows 300000 --users 20000 --items 5000 --out runs/sim/synthetic``).
+``msmtrec data synth --rows 300000 --users 20000 --items 5000 --out runs/sim/synthetic``), or
+``suite:NAME`` — a shipped benchmark suite's own dataset (same spec, overrides and splits as
+``msmtrec benchmark NAME``), trained with that suite's schedule and budget (its ``train:`` and
+``budget:``; the suite's monitor, ``weighted_auc``, drives early stopping), so a variant's validation Δ here
+is the Δ the tuned benchmark's hand-set trial would see. Each row also records ``valid_monitor``, the
+monitor of the kept epoch (``--key valid_monitor``).
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/hef_ablation.py --datasets suite:synthetic \
+        suite:hillstrom suite:census_kdd_worker --variants default no-attention --seeds 0 1 2 \
+        --out benchmarks/results/hef_ablation_suites.jsonl --save runs/hef_models_suites
 """
 
 from __future__ import annotations
@@ -45,8 +54,30 @@ several variants within a 2-core evening; the smallest class_of_worker scenarios
 
 
 def prepare(name: str) -> Any:
+    if name.startswith(SUITE_PREFIX):
+        from msmtrec.benchmark.runner import prepared
+
+        return prepared(_suite(name).datasets[0])
     spec, overrides, sample = DATASETS.get(name, (name, {}, None))
     return prepare_dataset(spec, seed=0, sample=sample, overrides=overrides or None)
+
+
+SUITE_PREFIX = "suite:"
+
+
+def _suite(name: str) -> Any:
+    from msmtrec.benchmark.suite import load_suite
+
+    return load_suite(name[len(SUITE_PREFIX):])
+
+
+def schedule(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TrainConfig overrides, model config base) for a dataset: a suite's ``train:`` and ``budget:``, else
+    this script's own :data:`TRAIN` and embedding size 16."""
+    if not name.startswith(SUITE_PREFIX):
+        return dict(TRAIN), {"embed_dim": 16}
+    suite = _suite(name)
+    return {**suite.train, "progress": False, "num_threads": 1}, dict(suite.budget)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -90,19 +121,24 @@ def done_keys(path: Path) -> set[tuple[str, str, int]]:
     return {(r["dataset"], r["variant"], r["seed"]) for r in rows}
 
 
-def run_one(data: Any, config: dict[str, Any], seed: int) -> dict[str, Any]:
+def run_one(
+    data: Any, config: dict[str, Any], seed: int, train: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train one HEF on ``data`` and return its best validation metrics (and the model, for diagnosis)."""
+    train = dict(TRAIN) if train is None else train
     seed_everything(seed)
-    model = build_model("hef", data.schema, {"embed_dim": 16, **config})
-    trainer = Trainer(TrainConfig(**TRAIN), seed=seed)
+    model = build_model("hef", data.schema, {**({"embed_dim": 16} if base is None else base), **config})
+    trainer = Trainer(TrainConfig(**train), seed=seed)
     t0 = time.perf_counter()
     fit = trainer.fit(model, data.splits)
     valid = trainer.evaluate(model, data.splits["valid"])  # best epoch's weights are loaded back by fit
     return {
         "valid_mean_auc": valid.get("mean_auc"),
+        "valid_monitor": fit.best_score,
         "best_epoch": fit.best_epoch + 1,
         "epochs": fit.epochs,
-        "at_cap": fit.epochs >= TRAIN["max_epochs"] and fit.best_epoch + 1 >= fit.epochs,
+        "at_cap": fit.epochs >= train["max_epochs"] and fit.best_epoch + 1 >= fit.epochs,
         "train_seconds": round(time.perf_counter() - t0, 1),
         "params": model.num_parameters(),
         "model": model,
@@ -219,10 +255,11 @@ def main() -> None:
             continue
         if ds not in cache:
             cache[ds] = prepare(ds)
-        result = run_one(cache[ds], config, seed)
+        result = run_one(cache[ds], config, seed, *schedule(ds))
         model = result.pop("model")
         args.save.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": config, "state": model.state_dict()}, args.save / f"{ds}__{name}__{seed}.pt")
+        saved = args.save / f"{ds.replace(':', '_')}__{name}__{seed}.pt"
+        torch.save({"config": config, "state": model.state_dict()}, saved)
         row = {"dataset": ds, "variant": name, "config": config, "seed": seed, **result}
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -232,6 +232,54 @@ def test_a_failed_run_is_noted_and_the_others_still_run(tmp_path: Path, monkeypa
     assert runner.done_runs(summary.results) == {("hillstrom", m, s) for m in ("mmoe", "single_task") for s in (0, 1)}
 
 
+
+def _fake_run(spec):  # noqa: ANN001, ANN202
+    from msmtrec.benchmark import runner
+
+    base = (spec.dataset.label, spec.entry.name, spec.entry.kind, spec.entry.model, spec.seed)
+    rows = [(*base, "s0", "click", "auc", 0.7), *((*base, "all", "all", m, 1.0) for m in runner.RUN_METRICS)]
+    return runner.RunOutput(spec, rows)
+
+
+def test_a_changed_model_default_is_caught_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite names no HEF settings, so before the resolved config was recorded a change of HEF's own
+    defaults let a resumed folder mix old and new HEF runs under one name."""
+    from msmtrec.benchmark import runner
+
+    monkeypatch.setattr(runner, "execute", _fake_run)
+    suite = load_suite(_write_suite(tmp_path, "datasets: [hillstrom]\nmodels: [hef, mmoe]\n"))
+    out = tmp_path / "out"
+    runner.run_suite(suite, out, seeds=1, progress=False)
+    record = json.loads((out / "suite.json").read_text())
+    assert record["entries"]["hef"]["resolved"]["levels"] == 2  # defaults are recorded
+    record["entries"]["hef"]["resolved"]["levels"] = 3  # as if the folder had been written by another default
+    (out / "suite.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"'hef' changed .*levels: 3 → 2.*--rerun hef"):
+        check_resume(out, suite_record(suite))
+    check_resume(out, suite_record(suite), ["mmoe"])  # only the variants about to run are compared
+
+
+def test_rerun_forgets_one_variant_and_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from msmtrec.benchmark import runner
+
+    monkeypatch.setattr(runner, "execute", _fake_run)
+    suite = load_suite(_write_suite(tmp_path, "datasets: [hillstrom]\nmodels: [hef, mmoe]\n"))
+    out = tmp_path / "out"
+    runner.run_suite(suite, out, seeds=2, progress=False)
+    (out / "tune" / "hef").mkdir(parents=True)
+    (out / "tune" / "hef" / "study.db").write_text("")
+    (out / "tuned.json").write_text(json.dumps({"trials_per_model": 2, "models": {"hef": {}, "mmoe": {}}}))
+    dropped = runner.forget(out, ["hef"])
+    assert dropped == 2 * (1 + len(runner.RUN_METRICS))
+    assert runner.done_runs(out / "results.csv") == {("hillstrom", "mmoe", s) for s in (0, 1)}
+    assert not (out / "tune" / "hef").exists()
+    assert set(json.loads((out / "tuned.json").read_text())["models"]) == {"mmoe"}
+    assert "hef" not in json.loads((out / "suite.json").read_text())["entries"]
+    assert runner.run_suite(suite, out, seeds=2, progress=False).completed == 2  # hef again, mmoe kept
+    with pytest.raises(SystemExit) as e:
+        main(["benchmark", str(tmp_path / "suite.yaml"), "--out", str(out), "--rerun", "nope", "--no-progress"])
+    assert e.value.code == 2
+
 # ----------------------------------------------------------------------------------------------- end to end
 
 

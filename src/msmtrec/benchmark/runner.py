@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -57,8 +58,8 @@ RUN_METRICS = (
     "samples_per_second",
     "inference_rows_per_second",
     "epochs",
-    "best_epoch",
     "valid_monitor",
+    "best_epoch",
 )
 ALL = "all"
 EXPLAIN_MODEL = "hef"
@@ -154,10 +155,10 @@ def execute(spec: RunSpec) -> RunOutput:
         "samples_per_second": fit.samples_per_second,
         "inference_rows_per_second": infer,
         "epochs": fit.epochs,
-        "best_epoch": fit.best_epoch,
         # The validation monitor of the kept epoch (higher is better): what early stopping and the tuner saw,
         # so an ablation's validation Δ can be read next to its test Δ (decisions are made on the former).
         "valid_monitor": fit.best_score,
+        "best_epoch": fit.best_epoch,  # last: done_runs() reads it as the run's completion marker
     }
     rows += [(*base, ALL, ALL, k, float(v)) for k, v in run_values.items()]
     explained = explain_by_scenario(model, splits["test"], trainer.config.eval_batch_size) if spec.explain else None
@@ -290,8 +291,24 @@ def suite_record(suite: Suite) -> dict[str, Any]:
         "budget": suite.budget,
         # ``alias`` only when set, so folders written before it existed still resume
         "datasets": [{k: v for k, v in dataclasses.asdict(d).items() if k != "alias" or v} for d in suite.datasets],
-        "entries": {e.name: dataclasses.asdict(e) for e in suite.entries},
+        "entries": {e.name: {**dataclasses.asdict(e), "resolved": resolved_config(e)} for e in suite.entries},
     }
+
+
+def resolved_config(entry: ModelEntry) -> dict[str, Any] | None:
+    """Every field of the model's config as this code builds it for ``entry`` (defaults included).
+
+    Why: the entry records only the settings the suite names, so a change of a model's *defaults* (HEF's
+    ``attention``, say) would otherwise let a resumed benchmark mix runs of the old and the new model under
+    one name. Peers build another library's model and have none.
+    """
+    if entry.kind == "peer":
+        return None
+    from msmtrec.config import build_config
+    from msmtrec.models.base import model_class
+
+    built = build_config(model_class(entry.model).Config, dict(entry.config), where=entry.name)
+    return json.loads(json.dumps(dataclasses.asdict(built), default=str))
 
 
 def check_resume(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> None:
@@ -317,8 +334,76 @@ def check_resume(out: Path, record: dict[str, Any], names: Iterable[str] | None 
         prev = old.get("entries", {}).get(name)
         if name not in wanted or name not in ran or prev is None:
             continue
-        if json.dumps(prev, sort_keys=True, default=str) != json.dumps(entry, sort_keys=True, default=str):
-            raise ConfigError(f"{out}: variant {name!r} changed since its results were written; use another --out")
+        changed = _changed_settings(prev, entry)
+        if changed:
+            raise ConfigError(
+                f"{out}: variant {name!r} changed since its results were written ({changed}); rerun it with "
+                f"--rerun {name} (drops its results) or use another --out"
+            )
+
+
+def _changed_settings(prev: dict[str, Any], entry: dict[str, Any]) -> str:
+    """What differs between a recorded entry and the one about to run ('' when nothing).
+
+    The resolved configs are compared when both records have one (folders written before it was recorded
+    have not), so a changed model default is caught as well as a changed suite setting."""
+    def norm(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    plain = {k for k in (set(prev) | set(entry)) - {"resolved"} if norm(prev.get(k)) != norm(entry.get(k))}
+    if plain:
+        return "recorded " + ", ".join(sorted(plain))
+    old, new = prev.get("resolved"), entry.get("resolved")
+    if old is None or new is None:
+        return ""
+    diffs = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
+             if norm(old.get(k)) != norm(new.get(k))]
+    return "model config " + "; ".join(diffs) if diffs else ""
+
+
+def forget(out: Path, names: Iterable[str]) -> int:
+    """Drop every trace of the variants ``names`` from a results folder, so the next command runs (and, in
+    tuned mode, tunes) them again: their rows in ``results.csv``, explain files, notes, ``suite.json``
+    entries, tuning studies (``tune/NAME``) and ``tuned.json`` records. Returns the number of rows dropped.
+
+    Why a command and not hand edits: after a model changes (a new default), its old runs must go while
+    every other model's stay, and a half-edited folder (rows gone, study kept) would resume the old config.
+    """
+    gone = set(names)
+    results = out / "results.csv"
+    dropped = 0
+    if results.exists():
+        with results.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = list(reader)
+        col = header.index("model") if header else 1
+        kept = [r for r in rows if r[col] not in gone]
+        dropped = len(rows) - len(kept)
+        tmp = results.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            if header:
+                w.writerow(header)
+            w.writerows(kept)
+        tmp.replace(results)
+    for path in (out / "explain").glob("*.json") if (out / "explain").is_dir() else []:
+        if path.stem.split("__")[1:2] and path.stem.split("__")[1] in gone:
+            path.unlink()
+    for name in gone:
+        if (out / "tune" / name).is_dir():
+            shutil.rmtree(out / "tune" / name)
+    for file, key in (("suite.json", "entries"), ("tuned.json", "models")):
+        path = out / file
+        if path.exists():
+            data = json.loads(path.read_text())
+            data[key] = {k: v for k, v in data.get(key, {}).items() if k not in gone}
+            path.write_text(json.dumps(data, indent=1, default=str))
+    notes = out / "notes.json"
+    if notes.exists():
+        kept_notes = [n for n in json.loads(notes.read_text()) if not any(f"/{g}/" in n for g in gone)]
+        notes.write_text(json.dumps(kept_notes, indent=1))
+    return dropped
 
 
 def merged_record(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> dict[str, Any]:

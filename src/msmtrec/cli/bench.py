@@ -42,6 +42,10 @@ def register(app: typer.Typer) -> None:
             False, "--tuned", help="Tune every model first (--trials each, seed 0's validation split), then run seeds."
         ),
         trials: int = typer.Option(20, "--trials", help="With --tuned: Optuna trials per model (the same for all)."),
+        rerun: str | None = typer.Option(
+            None, "--rerun", help="Comma-separated variants whose results (and tuning studies) in OUT are dropped "
+            "first, so they run again (after a change to the model); the other variants' results are kept."
+        ),
     ) -> None:
         """Run a benchmark suite and write results.csv, summary/seesaw/ablation/cost Markdown and PNG plots."""
         from msmtrec.benchmark import load_suite, run_suite, write_reports
@@ -58,6 +62,17 @@ def register(app: typer.Typer) -> None:
         n_seeds = seeds if seeds is not None else (int(spec.quick.get("seeds", 1)) if quick else 5)
         target = out or Path("benchmarks") / "results" / (spec.name + ("-tuned" if tuned else "") +
                                                           ("-quick" if quick else ""))
+        if rerun:
+            from msmtrec.benchmark.runner import forget
+
+            again = [m.strip() for m in rerun.split(",") if m.strip()]
+            unknown = sorted(set(again) - {e.name for e in spec.entries})
+            if unknown:
+                raise ConfigError(f"--rerun: unknown variant(s) {unknown}; suite has {[e.name for e in spec.entries]}")
+            if report_only:
+                raise ConfigError("--rerun drops results to run them again; it cannot go with --report-only")
+            dropped = forget(target, again)
+            typer.echo(f"--rerun: dropped {dropped} result rows of {', '.join(again)} from {target}", err=True)
         failures: list[str] = []
         if report_only:
             if not (target / "results.csv").exists():
