@@ -115,6 +115,24 @@ def test_a_changed_target_refuses_to_resume(tmp_path: Path) -> None:
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["model_name"] == "single_task"
 
 
+
+@needs_data
+def test_a_study_does_not_resume_across_a_changed_model_default(tmp_path: Path) -> None:
+    """The suite names no HEF setting, so the study's base config is the same before and after a change of
+    HEF's defaults; its finished trials trained the old model and must not be resumed as the new one."""
+    import json
+
+    target = resolve_target("hillstrom", "single_task", quick=True)
+    target.train = {**target.train, "max_epochs": 1}
+    tune(target, 1, tmp_path)
+    record = json.loads((tmp_path / "tune.json").read_text())
+    assert record["resolved_base"]["bottom_dims"] is not None  # the defaults are recorded
+    record["resolved_base"]["bottom_dims"] = [7]  # as if written when the default was another
+    (tmp_path / "tune.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"other defaults \(bottom_dims: \[7\] → "):
+        tune(target, 2, tmp_path)
+
+
 # ------------------------------------------------------------------------------------ tuned benchmark
 
 

@@ -86,7 +86,15 @@ class TuneTarget:
             "dataset": {k: v for k, v in dataclasses.asdict(self.dataset).items() if k != "alias" or v},
             "model": self.model, "variant": self.variant,
             "base_config": self.base_config, "train": self.train, "space": space,
+            "resolved_base": self.resolved_base(),
         }, default=str))
+
+    def resolved_base(self) -> dict[str, Any]:
+        """Every field of the model's config for the base (defaults included): the hand-set trial and every
+        setting the search does not touch. Recorded so a study does not resume across a change of the
+        model's defaults (its finished trials were trained with the old ones)."""
+        built = build_config(model_class(self.model).Config, dict(self.base_config), where=self.variant)
+        return json.loads(json.dumps(dataclasses.asdict(built), default=str))
 
 
 def resolve_target(
@@ -109,6 +117,14 @@ def resolve_target(
     if sample is not None:
         target.dataset = dataclasses.replace(target.dataset, sample=sample)
     return target
+
+
+def _changed_defaults(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """``key: old → new`` for every resolved setting that differs ('' when none, or no old record)."""
+    if old is None:
+        return ""
+    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
 
 
 def _maybe_suite(arg: str | Path) -> Suite | None:
@@ -236,6 +252,10 @@ def tune(
         for key in ("dataset", "model", "base_config", "train", "space"):
             if old.get(key) != record.get(key):
                 raise ConfigError(f"{out} holds a study with a different {key!r}; use another --out or delete it")
+        changed = _changed_defaults(old.get("resolved_base"), record["resolved_base"])
+        if changed:  # studies recorded before ``resolved_base`` existed have none and resume as before
+            raise ConfigError(f"{out} holds a study of {target.model} with other defaults ({changed}); its trials "
+                              "trained another model: use another --out, delete it, or `benchmark --rerun`")
     rec_path.write_text(json.dumps({**record, "command": command, "seed": seed}, indent=1))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
