@@ -82,6 +82,9 @@ def schedule(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no-attention": {"attention": False},
+    "attention": {"attention": True},
+    "star-128-64": {"star_dims": [128, 64]},
+    "no-attention-star-128-64": {"attention": False, "star_dims": [128, 64]},
     "attention-norm": {"attention_norm": True},
     "gate-balance": {"gate_balance": True},
     "no-star": {"star": False},

@@ -310,14 +310,13 @@ def test_quick_hillstrom_benchmark_end_to_end(tmp_path: Path) -> None:
     summary = (out / "summary.md").read_text()
     assert "| model" in summary and "**" in summary and "### AUC" in summary and "### RMSE" in summary
     assert "msmtrec benchmark hillstrom --seeds 1 --quick" in summary
-    assert "| hef " in (out / "ablation.md").read_text() and "hef-no-attention" in (out / "ablation.md").read_text()
+    assert "| hef " in (out / "ablation.md").read_text() and "hef-attention" in (out / "ablation.md").read_text()
     assert "seesaw" in (out / "seesaw.md").read_text() and "| mmoe" in (out / "seesaw.md").read_text()
     cost = (out / "cost.md").read_text()
     assert "train samples/s" in cost and "inference rows/s" in cost
     if rechub_available():
         assert "mmoe vs rechub-mmoe" in cost
-    for png in ("auc_hillstrom", "transfer_hillstrom", "hef_mixing_hillstrom", "hef_gates_hillstrom",
-                "hef_attention_hillstrom"):
+    for png in ("auc_hillstrom", "transfer_hillstrom", "hef_mixing_hillstrom", "hef_gates_hillstrom"):
         data = (out / f"{png}.png").read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), png
 

@@ -95,12 +95,13 @@ def test_onnx_export_parity(name: str, tmp_path: Path) -> None:
         assert _max_diff(OnnxRunner(onnx_path, model.schema)(small), {k: v[:n] for k, v in ref.items()})["buy"] <= TOL
 
 
-def test_hef_attention_norm_exports_to_torchscript_and_onnx(tmp_path: Path) -> None:
-    """The optional pre-norm (a LayerNorm before the query/key projections) is not in the default config,
-    so the per-model parity tests above do not see it."""
+@pytest.mark.parametrize("norm", [False, True])
+def test_hef_attention_exports_to_torchscript_and_onnx(tmp_path: Path, norm: bool) -> None:
+    """Field attention (and its optional pre-norm, a LayerNorm before the query/key projections) is not in
+    the default config, so the per-model parity tests above do not see it."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    model, test_batch, ref = _perturbed("hef", {"attention_norm": True})
-    assert model.attention.layers[0].norm is not None
+    model, test_batch, ref = _perturbed("hef", {"attention": True, "attention_norm": norm})
+    assert (model.attention.layers[0].norm is not None) == norm
     ts_path = export_torchscript(model, tmp_path / "hef.pt")
     assert max(_max_diff(TorchScriptRunner(ts_path, model.schema)(test_batch), ref).values()) <= TOL
     onnx_path = export_onnx(model, tmp_path / "hef.onnx")

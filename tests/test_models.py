@@ -151,7 +151,7 @@ def test_explain_weights_are_finite_and_documented(name: str) -> None:
             assert w.dim() == 4 and w.shape[2:] == (f, f)
             assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
     expected = {
-        "hef": {"attention", "mixing/click", "gates/level1/task:buy", "gates/level0/shared", "gates/level0/scenario"},
+        "hef": {"mixing/click", "gates/level1/task:buy", "gates/level0/shared", "gates/level0/scenario"},
         "ple": {"gates/level0/shared", "gates/level1/task:cart"},
         "mmoe": {"gates/level0/task:click"},
         "m3oe": {"mixing/buy", "gates/level0/task:buy"},
@@ -188,8 +188,8 @@ def _param_shapes(model: MultiTaskModel) -> dict[str, tuple[int, ...]]:
 )
 def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, pattern: str) -> None:
     schema = SCHEMAS["default"]
-    full = _param_shapes(_build("hef", schema))
-    ablated = _param_shapes(_build("hef", schema, {switch: value}))
+    full = _param_shapes(_build("hef", schema, {"attention": True}))  # every part on (attention is off by default)
+    ablated = _param_shapes(_build("hef", schema, {"attention": True, switch: value}))
     removed = set(full) - set(ablated)
     assert removed, f"{switch}={value} removed nothing"
     assert not set(ablated) - set(full), "an ablation must not add parameters"
@@ -327,8 +327,8 @@ def test_hef_attention_norm_makes_attention_non_uniform_at_initialisation() -> N
     uniform (the diagnosis in docs/hef.md); with the pre-norm the scores are unit-scale from the start."""
     schema = SCHEMAS["default"]
     batch = _batch(schema, rows=256)
-    plain = _attention_entropy(_build("hef", schema).eval(), batch)
-    normed = _attention_entropy(_build("hef", schema, {"attention_norm": True}).eval(), batch)
+    plain = _attention_entropy(_build("hef", schema, {"attention": True}).eval(), batch)
+    normed = _attention_entropy(_build("hef", schema, {"attention": True, "attention_norm": True}).eval(), batch)
     assert plain > 0.9999
     assert normed < 0.99
 
@@ -348,3 +348,13 @@ def test_aitm_steps_follow_funnel_parents_in_any_declaration_order() -> None:
     assert model.previous == {0: 1, 2: 1}
     out = model(_batch(model.schema))
     assert list(out) == ["buy", "click", "gmv"] and all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_hef_attention_is_off_by_default_and_explained_when_on() -> None:
+    """The default follows the validation results (docs/hef.md section 5); turned on, it is still a full
+    part of the model, with its weights in ``explain``."""
+    schema = SCHEMAS["default"]
+    assert _build("hef", schema).attention is None
+    model = _build("hef", schema, {"attention": True}).eval()
+    info = model.explain(_batch(schema, rows=8))
+    assert info["attention"].shape[2:] == (schema.num_fields, schema.num_fields)

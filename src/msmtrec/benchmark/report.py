@@ -499,9 +499,10 @@ def _is_rmse(df: pd.DataFrame, scen: str, task: str) -> bool:
 def ablation_md(res: Results) -> str:
     lines = header(res, "HEF ablations")
     lines += [
-        "HEF with one switch turned off per row (same budget, data and seeds). `avg AUC` is the mean over "
-        "scenario × binary-task cells; Δ = variant − full `hef`, paired by seed (negative = the part that was "
-        "turned off was helping; positive = the model is better without it). LogLoss and RMSE averages "
+        "HEF with one switch changed per row (same budget, data and seeds; `switch` says which way). `avg AUC` "
+        "is the mean over scenario × binary-task cells; Δ = variant − `hef` (its default config), paired by seed "
+        "(a part turned off: negative = it was helping; a part turned on: positive = it helps). LogLoss and "
+        "RMSE averages "
         "likewise (lower is better). `Δ valid` is the same paired difference on the validation monitor of "
         "each run's kept epoch (the split early stopping and tuning read): HEF's defaults are judged on it, "
         "the test Δ is reported only (n/a for runs recorded before the monitor was).",

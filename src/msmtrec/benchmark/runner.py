@@ -4,7 +4,7 @@ Layout of ``results.csv`` (long format: one value per row, so adding a metric ne
 
     dataset, model, kind, base_model, seed, scenario, task, metric, value
 
-* ``model`` is the variant name (``hef``, ``hef-no-attention``, ``rechub-mmoe``), ``kind`` is ``model``,
+* ``model`` is the variant name (``hef``, ``hef-attention``, ``rechub-mmoe``), ``kind`` is ``model``,
   ``ablation`` or ``peer``, ``base_model`` the registry name it builds (for a peer: the model it mirrors);
 * test-split cells: ``scenario`` is a scenario name or ``all`` (every scenario pooled), ``task`` a task
   name, ``metric`` one of ``auc``, ``gauc``, ``logloss``, ``rmse``, ``mae``, ``rows``, ``positives``,

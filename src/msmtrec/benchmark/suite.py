@@ -11,8 +11,8 @@ A suite is a YAML file (the shipped ones live in ``benchmark/suites/``)::
     models:                         # our models; `name` is the variant name, `model` the registry name
       - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
       - all                         # every other registered model, default sizes (or `models: all`)
-    ablations:                      # variants of one model with a switch turned off
-      - {name: hef-no-attention, model: hef, switch: attention=off, config: {attention: false}}
+    ablations:                      # variants of one model with one switch changed
+      - {name: hef-attention, model: hef, switch: attention=on, config: {attention: true}}
     peers:                          # other libraries' implementations of one of our model entries
       - {name: rechub-mmoe, library: torch_rechub, like: mmoe}
     quick: {sample: 3000, max_epochs: 1, seeds: 1, models: [single_task, mmoe, hef]}
@@ -71,13 +71,13 @@ class ModelEntry:
 
     name: str
     kind: str
-    """``model`` (ours), ``ablation`` (ours, a switch turned off) or ``peer`` (another library)."""
+    """``model`` (ours), ``ablation`` (ours, one switch changed) or ``peer`` (another library)."""
     model: str
     """Registry name of our model; for a peer, the name of our model it mirrors (``mmoe``, ``ple``...)."""
     config: dict[str, Any] = field(default_factory=dict)
     """Overrides passed to ``build_model`` (budget included); for a peer, the mirrored entry's config."""
     switch: str = ""
-    """For ablations: a short description of what was turned off."""
+    """For ablations: a short description of which switch was changed and how."""
     library: str = ""
     """For peers: the library providing the implementation."""
     like: str = ""
@@ -254,7 +254,7 @@ def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> Mo
     config.update({k: v for k, v in budget.items() if k in fields})
     resolved = build_config(model_class(model).Config, config, where=f"{where} ({model})")
     if kind == "ablation" and not item.get("switch"):
-        raise ConfigError(f"{where}: an ablation needs `switch:` (what it turns off, for the table)")
+        raise ConfigError(f"{where}: an ablation needs `switch:` (what it changes, for the table)")
     del resolved  # built only to validate; runs rebuild it against each dataset's schema
     return ModelEntry(name=name, kind=kind, model=model, config=config, switch=str(item.get("switch") or ""))
 

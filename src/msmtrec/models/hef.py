@@ -1,6 +1,7 @@
 """HEF — the flagship hierarchical expert fusion model of msmtrec, built from published parts:
 
-* field self-attention (AutoInt, Song et al., CIKM 2019) so fields interact before any routing;
+* optionally (``attention``, off by default: it did not pay on validation, docs/hef.md section 5) field
+  self-attention (AutoInt, Song et al., CIKM 2019) so fields interact before any routing;
 * a STAR base (Sheng et al., CIKM 2021, arXiv 2101.11427): partitioned normalisation + star-topology FC
   layers conditioned on the scenario, and STAR's auxiliary scenario network whose logit is added to every
   task's logit;
@@ -40,8 +41,12 @@ from msmtrec.models.base import ModelConfig, MultiTaskModel, Param, register, re
 
 @dataclass
 class HEFConfig(ModelConfig):
-    attention: bool = True
-    """Field self-attention before the STAR base (ablation: off → fields go straight to the base)."""
+    attention: bool = False
+    """Field self-attention before the STAR base. **Off by default** since 2026-11-30: on the validation
+    splits of the shipped suites, at HEF's hand-set config, turning it on lost on the synthetic suite (the one
+    with user and item ids) and on Hillstrom and was within noise on Census by class of worker (docs/hef.md
+    section 5), and the diagnosis found it uniform (a learned projection of the mean field, section 2). The
+    suites keep it as the ``hef-attention`` ablation row."""
     attention_heads: int = 2
     """Attention heads; ``embed_dim`` must be divisible by it."""
     attention_layers: int = 1
