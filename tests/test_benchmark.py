@@ -276,6 +276,13 @@ def test_rerun_forgets_one_variant_and_keeps_the_others(tmp_path: Path, monkeypa
     assert set(json.loads((out / "tuned.json").read_text())["models"]) == {"mmoe"}
     assert "hef" not in json.loads((out / "suite.json").read_text())["entries"]
     assert runner.run_suite(suite, out, seeds=2, progress=False).completed == 2  # hef again, mmoe kept
+    # a variant the suite no longer lists (renamed, removed) can still be dropped from the folder
+    smaller = _write_suite(tmp_path, "datasets: [hillstrom]\nmodels: [mmoe]\n")
+    with pytest.raises(SystemExit):  # --rerun cannot go with --report-only
+        main(["benchmark", str(smaller), "--out", str(out), "--rerun", "hef", "--report-only", "--no-progress"])
+    monkeypatch.setattr(runner, "execute", _fake_run)
+    main(["benchmark", str(smaller), "--out", str(out), "--seeds", "2", "--rerun", "hef", "--no-progress"])
+    assert runner.done_runs(out / "results.csv") == {("hillstrom", "mmoe", s) for s in (0, 1)}
     with pytest.raises(SystemExit) as e:
         main(["benchmark", str(tmp_path / "suite.yaml"), "--out", str(out), "--rerun", "nope", "--no-progress"])
     assert e.value.code == 2

@@ -254,7 +254,7 @@ def test_invalid_config_values_raise() -> None:
     with pytest.raises(ConfigError):
         build_model("hef", SCHEMAS["default"], {"mixing": "bogus"})
     with pytest.raises(ConfigError):
-        build_model("hef", SCHEMAS["default"], {"attention_heads": 3})
+        build_model("hef", SCHEMAS["default"], {"attention": True, "attention_heads": 3})
 
 
 def test_string_overrides_are_coerced() -> None:

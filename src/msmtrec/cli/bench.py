@@ -15,6 +15,7 @@ speed columns meaningless; ``--jobs`` runs that many single-threaded runs side b
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -66,9 +67,12 @@ def register(app: typer.Typer) -> None:
             from msmtrec.benchmark.runner import forget
 
             again = [m.strip() for m in rerun.split(",") if m.strip()]
-            unknown = sorted(set(again) - {e.name for e in spec.entries})
+            recorded = target / "suite.json"  # a variant the suite no longer lists can still be dropped
+            known = {e.name for e in spec.entries} | (
+                set(json.loads(recorded.read_text()).get("entries", {})) if recorded.exists() else set())
+            unknown = sorted(set(again) - known)
             if unknown:
-                raise ConfigError(f"--rerun: unknown variant(s) {unknown}; suite has {[e.name for e in spec.entries]}")
+                raise ConfigError(f"--rerun: unknown variant(s) {unknown}; suite and {target} have {sorted(known)}")
             if report_only:
                 raise ConfigError("--rerun drops results to run them again; it cannot go with --report-only")
             dropped = forget(target, again)
