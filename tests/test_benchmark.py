@@ -287,6 +287,32 @@ def test_rerun_forgets_one_variant_and_keeps_the_others(tmp_path: Path, monkeypa
         main(["benchmark", str(tmp_path / "suite.yaml"), "--out", str(out), "--rerun", "nope", "--no-progress"])
     assert e.value.code == 2
 
+
+def _append_blocks(path: str, writer: int) -> None:
+    from msmtrec.benchmark.runner import append_rows
+
+    for block in range(40):  # ~60 kB per block: far more than one buffered chunk
+        append_rows(Path(path), [(writer, block, i, "x" * 180) for i in range(300)])
+
+
+def test_two_processes_appending_to_one_results_file_keep_every_run_whole(tmp_path: Path) -> None:
+    """Two benchmark commands may fill one folder at once; each run's rows must stay whole and together."""
+    import multiprocessing
+
+    path = tmp_path / "results.csv"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_blocks, args=(str(path), w)) for w in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 2 * 40 * 300 and all(len(r) == 4 and r[3] == "x" * 180 for r in rows)
+    for start in range(0, len(rows), 300):  # blocks are contiguous: 300 rows of one (writer, block) each
+        assert len({(r[0], r[1]) for r in rows[start:start + 300]}) == 1
+
 # ----------------------------------------------------------------------------------------------- end to end
 
 

@@ -511,61 +511,79 @@ def run_suite(
     (out / "notes.json").write_text(json.dumps(notes, indent=1))
     explain_dir = out / "explain"
 
-    new = not results.exists()
-    with results.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(RESULT_COLUMNS)
-            f.flush()
-        bar = tqdm(total=len(runs), initial=len(runs) - len(pending), disable=not progress, unit="run",
-                   desc=f"benchmark {suite.name}", dynamic_ncols=True)
+    if not results.exists():
+        append_rows(results, [RESULT_COLUMNS])
+    bar = tqdm(total=len(runs), initial=len(runs) - len(pending), disable=not progress, unit="run",
+               desc=f"benchmark {suite.name}", dynamic_ncols=True)
 
-        def record_output(res: RunOutput) -> None:
-            writer.writerows(res.rows)
-            f.flush()
-            if res.explain is not None:
-                explain_dir.mkdir(exist_ok=True)
-                ds, name, seed = res.spec.key
-                (explain_dir / f"{ds}__{name}__seed{seed}.json").write_text(json.dumps(res.explain))
-            auc = next((r[-1] for r in res.rows if r[5] == ALL and r[7] == "auc"), None)
-            bar.set_postfix_str(f"{res.spec.dataset.label}/{res.spec.entry.name}/seed{res.spec.seed}"
-                                + (f" auc={auc:.4f}" if auc is not None else ""))
-            bar.update(1)
+    def record_output(res: RunOutput) -> None:
+        append_rows(results, res.rows)
+        if res.explain is not None:
+            explain_dir.mkdir(exist_ok=True)
+            ds, name, seed = res.spec.key
+            (explain_dir / f"{ds}__{name}__seed{seed}.json").write_text(json.dumps(res.explain))
+        auc = next((r[-1] for r in res.rows if r[5] == ALL and r[7] == "auc"), None)
+        bar.set_postfix_str(f"{res.spec.dataset.label}/{res.spec.entry.name}/seed{res.spec.seed}"
+                            + (f" auc={auc:.4f}" if auc is not None else ""))
+        bar.update(1)
 
-        def record_failure(spec: RunSpec, error: BaseException) -> None:
-            # One broken run must not throw away the hours the others take: note it, go on, fail at the end.
-            msg = f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed} failed: {type(error).__name__}: {error}"
-            failures.append(msg)
-            notes.append(msg)
-            (out / "notes.json").write_text(json.dumps(notes, indent=1))
-            tqdm.write(f"error: {msg}", file=sys.stderr)
-            bar.update(1)
+    def record_failure(spec: RunSpec, error: BaseException) -> None:
+        # One broken run must not throw away the hours the others take: note it, go on, fail at the end.
+        msg = f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed} failed: {type(error).__name__}: {error}"
+        failures.append(msg)
+        notes.append(msg)
+        (out / "notes.json").write_text(json.dumps(notes, indent=1))
+        tqdm.write(f"error: {msg}", file=sys.stderr)
+        bar.update(1)
 
-        failures: list[str] = []
-        try:
-            if jobs == 1:
-                for spec in pending:
-                    bar.set_description(f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed}")
+    failures: list[str] = []
+    try:
+        if jobs == 1:
+            for spec in pending:
+                bar.set_description(f"{spec.dataset.label}/{spec.entry.name}/seed{spec.seed}")
+                try:
+                    res = execute(spec)
+                except Exception as e:  # noqa: BLE001 - reported in notes.json and at the end
+                    record_failure(spec, e)
+                    continue
+                record_output(res)
+        else:
+            ctx = get_context("spawn")  # fork after torch started its thread pool can deadlock
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = {pool.submit(execute, spec): spec for spec in pending}
+                for fut in as_completed(futures):
                     try:
-                        res = execute(spec)
+                        res = fut.result()
                     except Exception as e:  # noqa: BLE001 - reported in notes.json and at the end
-                        record_failure(spec, e)
+                        record_failure(futures[fut], e)
                         continue
                     record_output(res)
-            else:
-                ctx = get_context("spawn")  # fork after torch started its thread pool can deadlock
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                    futures = {pool.submit(execute, spec): spec for spec in pending}
-                    for fut in as_completed(futures):
-                        try:
-                            res = fut.result()
-                        except Exception as e:  # noqa: BLE001 - reported in notes.json and at the end
-                            record_failure(futures[fut], e)
-                            continue
-                        record_output(res)
-        finally:
-            bar.close()
+    finally:
+        bar.close()
     return RunSummary(results, len(pending) - len(failures), failures)
+
+
+def append_rows(path: Path, rows: Iterable[Iterable[Any]]) -> None:
+    """Append CSV rows to ``path`` in one ``write`` on an ``O_APPEND`` descriptor.
+
+    Why one write: two benchmark commands may fill one results folder at once (say the slow flagship's
+    seeds beside the other models'). A buffered writer flushes a run's rows in several chunks, so the other
+    process's rows could land between two chunks, splitting a line. A single append is placed whole at the
+    end of the file; the run's rows stay contiguous and every line intact.
+    """
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    data = buf.getvalue().encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a short write (disk full, signal) must not silently drop the rest
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)
 
 
 def merged_notes(out: Path, notes: list[str], finished: set[tuple[str, str, int]]) -> list[str]:
