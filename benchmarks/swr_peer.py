@@ -13,9 +13,10 @@ scenario (``segment``) as Scenario-Wise-Rec's ``domain_indicator``. How their ne
   route on ``domain_indicator`` only; AdaptDHM ignores the scenario by design (it clusters instead);
 * M2M embeds only ``features`` in its ``EmbeddingLayer``, so the scenario is also one of its fields (as in its
   examples), and it gets no dense columns: its ``nn.Transformer(d_model=Σ embed_dim, nhead=4)`` needs a width
-  divisible by 4 (7 fields × 16 = 112 is; + 2 dense columns = 114 is not). Its transformer also receives the 2-D ``[batch, features]`` matrix, which
-  PyTorch reads as one unbatched sequence of ``batch`` tokens, so it attends across the rows of a batch: we keep
-  that as shipped; both sides therefore evaluate with batches of 1,024 rows, like training.
+  divisible by 4 (7 fields × 16 = 112 is; + 2 dense columns = 114 is not). Its transformer also receives the
+  2-D ``[batch, features]`` matrix, which PyTorch reads as one unbatched sequence of ``batch`` tokens, so it
+  attends across the rows of a batch: we keep that as shipped; both sides therefore evaluate with batches of
+  1,024 rows, like training.
 
 Their networks end in a sigmoid; the wrapper turns the probability back into a logit (clamped to
 [1e-7, 1 - 1e-7]) so our BCE-with-logits loss and metrics apply. Both sides train through our
