@@ -10,7 +10,8 @@ scenario (``segment``) as Scenario-Wise-Rec's ``domain_indicator``. How their ne
   flattened embeddings), all views of our batch tensors;
 * models with a scenario-feature slot (AdaSparse and EPNet ``sce_features``, PPNet ``id_features``, M2M
   ``domain_feature``) get the scenario index as a ``SparseFeature`` of size 16 there; Sarnet and HamurSmall
-  route on ``domain_indicator`` only; AdaptDHM ignores the scenario by design (it clusters instead);
+  route on ``domain_indicator`` only; AdaptDHM routes by learned clusters, so, as in Scenario-Wise-Rec's own
+  examples, the scenario embedding is one more of its input fields;
 * M2M embeds only ``features`` in its ``EmbeddingLayer``, so the scenario is also one of its fields (as in its
   examples), and it gets no dense columns: its ``nn.Transformer(d_model=Σ embed_dim, nhead=4)`` needs a width
   divisible by 4 (7 fields × 16 = 112 is; + 2 dense columns = 114 is not). Its transformer also receives the
@@ -133,7 +134,7 @@ def swr_builders(schema: Schema) -> dict[str, Callable[[], SwrModel]]:
         "sarnet": lambda: SwrModel(schema, md.Sarnet(agn(), k, domain_shared_expert_num=2,
                                                      domain_specific_expert_num=1)),
         "m2m": lambda: SwrModel(schema, md.M2M(agn(dense=False) + dom(), dom(), k, num_experts=4), use_dense=False),
-        "adaptdhm": lambda: SwrModel(schema, md.AdaptDHM(agn(), [64], 4, 0.9, "cpu")),
+        "adaptdhm": lambda: SwrModel(schema, md.AdaptDHM(agn() + dom(), [64], 4, 0.9, "cpu")),
         "epnet": lambda: SwrModel(schema, md.EPNet(dom(), agn(), [64, 32])),
         "ppnet": lambda: SwrModel(schema, md.PPNet(dom(), agn(), k, [64, 32])),
         "hamur": lambda: SwrModel(schema, md.HamurSmall(agn(), k, [128, 64], [32], 8)),
