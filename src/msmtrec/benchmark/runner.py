@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -42,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from msmtrec.benchmark.stats import cell_auc_cis
-from msmtrec.benchmark.suite import DatasetEntry, ModelEntry, Suite
+from msmtrec.benchmark.suite import DatasetEntry, ModelEntry, Suite, changed_settings, resolved_model_config
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
 from msmtrec.tasks import kind_of
@@ -296,19 +297,9 @@ def suite_record(suite: Suite) -> dict[str, Any]:
 
 
 def resolved_config(entry: ModelEntry) -> dict[str, Any] | None:
-    """Every field of the model's config as this code builds it for ``entry`` (defaults included).
-
-    Why: the entry records only the settings the suite names, so a change of a model's *defaults* (HEF's
-    ``attention``, say) would otherwise let a resumed benchmark mix runs of the old and the new model under
-    one name. Peers build another library's model and have none.
-    """
-    if entry.kind == "peer":
-        return None
-    from msmtrec.config import build_config
-    from msmtrec.models.base import model_class
-
-    built = build_config(model_class(entry.model).Config, dict(entry.config), where=entry.name)
-    return json.loads(json.dumps(dataclasses.asdict(built), default=str))
+    """The entry's model config with defaults (:func:`~msmtrec.benchmark.suite.resolved_model_config`), so a
+    changed model default is caught on resume; peers build another library's model and have none."""
+    return None if entry.kind == "peer" else resolved_model_config(entry.model, entry.config)
 
 
 def check_resume(out: Path, record: dict[str, Any], names: Iterable[str] | None = None) -> None:
@@ -347,18 +338,13 @@ def _changed_settings(prev: dict[str, Any], entry: dict[str, Any]) -> str:
 
     The resolved configs are compared when both records have one (folders written before it was recorded
     have not), so a changed model default is caught as well as a changed suite setting."""
-    def norm(x: Any) -> str:
-        return json.dumps(x, sort_keys=True, default=str)
-
-    plain = {k for k in (set(prev) | set(entry)) - {"resolved"} if norm(prev.get(k)) != norm(entry.get(k))}
+    plain = changed_settings({k: v for k, v in prev.items() if k != "resolved"},
+                             {k: v for k, v in entry.items() if k != "resolved"})
     if plain:
-        return "recorded " + ", ".join(sorted(plain))
+        return "recorded " + plain
     old, new = prev.get("resolved"), entry.get("resolved")
-    if old is None or new is None:
-        return ""
-    diffs = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
-             if norm(old.get(k)) != norm(new.get(k))]
-    return "model config " + "; ".join(diffs) if diffs else ""
+    diffs = changed_settings(old, new) if old is not None and new is not None else ""
+    return "model config " + diffs if diffs else ""
 
 
 def forget(out: Path, names: Iterable[str]) -> int:
@@ -387,8 +373,8 @@ def forget(out: Path, names: Iterable[str]) -> int:
                 w.writerow(header)
             w.writerows(kept)
         tmp.replace(results)
-    for path in (out / "explain").glob("*.json") if (out / "explain").is_dir() else []:
-        if path.stem.split("__")[1:2] and path.stem.split("__")[1] in gone:
+    for path in (out / "explain").glob("*__*__seed*.json"):  # DATASET__VARIANT__seedN.json
+        if path.stem.split("__")[1] in gone:
             path.unlink()
     for name in gone:
         if (out / "tune" / name).is_dir():
@@ -571,8 +557,6 @@ def append_rows(path: Path, rows: Iterable[Iterable[Any]]) -> None:
     process's rows could land between two chunks, splitting a line. A single append is placed whole at the
     end of the file; the run's rows stay contiguous and every line intact.
     """
-    import io
-
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     data = buf.getvalue().encode()

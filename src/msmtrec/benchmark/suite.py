@@ -26,6 +26,7 @@ they mirror (``like``), so "same sizes" holds by construction instead of by copy
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -290,10 +291,25 @@ def _peer_entry(item: Any, ours: dict[str, ModelEntry], where: str) -> ModelEntr
 
 def config_dict_of(entry: ModelEntry) -> dict[str, Any]:
     """The fully resolved config (defaults filled in) of one of our entries, as plain data."""
-    cls = model_class(entry.model)
-    cfg = build_config(cls.Config, entry.config, where=f"model {entry.model}")
-    out = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return resolved_model_config(entry.model, entry.config)
+
+
+def resolved_model_config(model: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Every field of ``model``'s config built from ``config`` (defaults filled in), as plain data.
+
+    Recorded next to benchmark results and tuning studies so a change of a model's *defaults* is seen on
+    resume: the suite names only the settings it overrides."""
+    cfg = build_config(model_class(model).Config, dict(config), where=f"model {model}")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``key: old → new`` for every key whose value differs ('' when none); values compared as JSON."""
+    def norm(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if norm(old.get(k)) != norm(new.get(k)))
 
 
 __all__ = [

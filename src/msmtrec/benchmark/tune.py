@@ -31,7 +31,14 @@ from typing import Any
 
 import yaml
 
-from msmtrec.benchmark.suite import SUITE_MONITOR, DatasetEntry, Suite, load_suite
+from msmtrec.benchmark.suite import (
+    SUITE_MONITOR,
+    DatasetEntry,
+    Suite,
+    changed_settings,
+    load_suite,
+    resolved_model_config,
+)
 from msmtrec.config import build_config
 from msmtrec.errors import ConfigError
 from msmtrec.models.base import Param, model_class, registered_models
@@ -93,8 +100,7 @@ class TuneTarget:
         """Every field of the model's config for the base (defaults included): the hand-set trial and every
         setting the search does not touch. Recorded so a study does not resume across a change of the
         model's defaults (its finished trials were trained with the old ones)."""
-        built = build_config(model_class(self.model).Config, dict(self.base_config), where=self.variant)
-        return json.loads(json.dumps(dataclasses.asdict(built), default=str))
+        return resolved_model_config(self.model, self.base_config)
 
 
 def resolve_target(
@@ -117,14 +123,6 @@ def resolve_target(
     if sample is not None:
         target.dataset = dataclasses.replace(target.dataset, sample=sample)
     return target
-
-
-def _changed_defaults(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    """``key: old → new`` for every resolved setting that differs ('' when none, or no old record)."""
-    if old is None:
-        return ""
-    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                     if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
 
 
 def _maybe_suite(arg: str | Path) -> Suite | None:
@@ -252,7 +250,8 @@ def tune(
         for key in ("dataset", "model", "base_config", "train", "space"):
             if old.get(key) != record.get(key):
                 raise ConfigError(f"{out} holds a study with a different {key!r}; use another --out or delete it")
-        changed = _changed_defaults(old.get("resolved_base"), record["resolved_base"])
+        recorded = old.get("resolved_base")
+        changed = changed_settings(recorded, record["resolved_base"]) if recorded is not None else ""
         if changed:  # studies recorded before ``resolved_base`` existed have none and resume as before
             raise ConfigError(f"{out} holds a study of {target.model} with other defaults ({changed}); its trials "
                               "trained another model: use another --out, delete it, or `benchmark --rerun`")
