@@ -201,6 +201,8 @@ def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, p
 def test_hef_levels_keep_shared_experts_updated_and_regulariser_is_differentiable() -> None:
     schema = SCHEMAS["default"]
     model = _build("hef", schema, {"levels": 2})
+    with torch.no_grad():  # open the zero-initialised skip gate, else no gradient reaches the extraction yet
+        model.skip_gate.fill_(1.0)
     assert model.regularization_loss().item() == 0.0
     out = model(_batch(schema))
     reg = model.regularization_loss()
@@ -358,3 +360,26 @@ def test_hef_attention_is_off_by_default_and_explained_when_on() -> None:
     model = _build("hef", schema, {"attention": True}).eval()
     info = model.explain(_batch(schema, rows=8))
     assert info["attention"].shape[2:] == (schema.num_fields, schema.num_fields)
+
+
+def test_hef_gated_skip_starts_as_star_and_learns_to_open() -> None:
+    """``base_skip='gated'``: at initialisation the towers see the STAR base and a zero-gated extraction, so
+    changing every extraction weight leaves the output unchanged; the gate still gets a gradient, so training
+    can open it. ``concat`` widens the towers' input by the base's width; unknown values are refused."""
+    schema = SCHEMAS["default"]
+    batch = _batch(schema, rows=16)
+    model = _build("hef", schema).eval()  # gated is the default (docs/hef.md section 6)
+    with torch.no_grad():
+        before = model(batch)
+        for p in model.extraction.parameters():
+            p.add_(torch.randn_like(p))
+        after = model(batch)
+    assert all(torch.allclose(before[k], after[k]) for k in before)
+    out = model.train()(batch)
+    sum(v.sum() for v in out.values()).backward()
+    assert model.skip_gate.grad is not None and model.skip_gate.grad.abs().sum() > 0
+    plain, concat = _build("hef", schema, {"base_skip": "none"}), _build("hef", schema, {"base_skip": "concat"})
+    width = concat.heads.towers[0][0].net[0].in_features - plain.heads.towers[0][0].net[0].in_features
+    assert width == concat.base.out_dim
+    with pytest.raises(ConfigError):
+        _build("hef", schema, {"base_skip": "yes"})
