@@ -189,3 +189,21 @@ def test_model_help_lists_every_registered_model() -> None:
                        env={**os.environ, "COLUMNS": "400"})
     assert r.returncode == 0
     assert all(name in r.stdout for name in registered_models()), r.stdout
+
+
+def test_a_hef_run_saved_before_base_skip_existed_loads_as_it_was_trained(tmp_path: Path) -> None:
+    """Run folders store the fully resolved model config; one written before ``base_skip`` existed has no
+    such key and was trained without the skip. It must rebuild as that model (not today's default, whose
+    towers are wider) and load its weights; a hand-written partial config still gets today's defaults."""
+    import yaml
+
+    from msmtrec.serving.testing import make_run_dir
+
+    old = make_run_dir(tmp_path / "old", "hef", {"embed_dim": 8, "base_skip": "none"})
+    config = yaml.safe_load((old / runs.CONFIG).read_text())
+    del config["model"]["base_skip"]
+    (old / runs.CONFIG).write_text(yaml.safe_dump(config))
+    loaded = runs.load_run(old)
+    assert loaded.model.config.base_skip == "none" and loaded.model.skip_gate is None
+    partial = {"model_name": "hef", "model": {"embed_dim": 8}}
+    assert "base_skip" not in runs.saved_model_config(partial)

@@ -98,6 +98,13 @@ def model_overrides(config: dict[str, Any]) -> dict[str, Any]:
     return dict(m.get("config") or {k: v for k, v in m.items() if k != "name"})
 
 
+def saved_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The model config a run was trained with, completed for settings added since it was saved."""
+    from msmtrec.models.base import complete_saved_config
+
+    return complete_saved_config(model_name(config), model_overrides(config))
+
+
 def load_run(
     run_dir: str | Path, map_location: str | torch.device = "cpu", require_preprocessor: bool = True
 ) -> LoadedRun:
@@ -122,7 +129,7 @@ def load_run(
         schema = Schema.from_dict(json.loads((run / SCHEMA).read_text()))
     else:
         raise MsmtrecError(f"{run}: neither {PREPROCESSOR} nor {SCHEMA}; cannot rebuild the model")
-    model = build_model(model_name(config), schema, model_overrides(config))
+    model = build_model(model_name(config), schema, saved_model_config(config))
     weights = run / WEIGHTS
     load_weights(model, load_checkpoint(weights, map_location), weights, f"{run / PREPROCESSOR}" if pre else "")
     model.output_mapping = OutputMapping.load(run, schema)  # fitted bias correction / calibration, if any

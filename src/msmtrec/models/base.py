@@ -46,6 +46,10 @@ class ModelConfig:
     """Predict funnel tasks ESMM-style as p(parent chain) · p(child | parent) (models whose paper predicts each
     step directly default to False)."""
 
+    ADDED_LATER: ClassVar[dict[str, Any]] = {}
+    """Settings added after runs were first saved, each with the value a run saved without it was trained
+    with (not necessarily today's default): see :func:`complete_saved_config`."""
+
 
 @dataclass(frozen=True)
 class Param:
@@ -224,6 +228,21 @@ def build_model(name: str, schema: Schema, overrides: dict[str, Any] | None = No
     cls = model_class(name)
     config = build_config(cls.Config, overrides, where=f"model {name}")
     return cls(schema, config)
+
+
+def complete_saved_config(name: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved, fully resolved model config, completed with the settings added since it was written.
+
+    Run folders store every setting (:func:`config_dict`), so a saved config that lacks only settings listed
+    in ``ADDED_LATER`` predates them: it gets the values it was trained with, and the run keeps loading after
+    a default changes. Anything else (a hand-written partial config) is returned unchanged and gets today's
+    defaults.
+    """
+    cls = model_class(name).Config
+    missing = {f.name for f in dataclasses.fields(cls)} - set(saved)
+    if not missing or not missing <= set(cls.ADDED_LATER):
+        return dict(saved)
+    return {**{k: cls.ADDED_LATER[k] for k in missing}, **saved}
 
 
 def config_dict(model: MultiTaskModel) -> dict[str, Any]:

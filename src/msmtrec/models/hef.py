@@ -21,7 +21,7 @@ base's output to every tower's input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -93,6 +93,10 @@ class HEFConfig(ModelConfig):
     """Let the base representation modulate the learned mixing logits per row."""
     balance_weight: float = 0.01
     """Weight of the scenario-balance regulariser returned by :meth:`regularization_loss`."""
+    ADDED_LATER: ClassVar[dict[str, Any]] = {
+        "attention_norm": False, "gate_balance": False, "expert_dropout": None, "base_skip": "none",
+    }
+    """Runs saved before these settings existed were trained with these values (``base_skip``: no skip)."""
     gate_balance: bool = False
     """Also pull every gate's mean weights per scenario (over all its experts: shared, scenario, task) toward
     uniform with the same term, not only the task gates' shared-expert usage; every level but the last, whose

@@ -195,7 +195,7 @@ def train(
     sample = sample if sample is not None else cfg.get("sample")
     stream = bool(stream or cfg.get("stream"))
     model_set, train_set = split_overrides(sets or {}, model_name)
-    parent_model = runs.model_overrides(warm.parent.config) if warm is not None else {}
+    parent_model = runs.saved_model_config(warm.parent.config) if warm is not None else {}
     model_over = {**parent_model, **(cfg.get("model") or {}), **model_set}
     train_cfg = build_config(TrainConfig, {**(cfg.get("train") or {}), **train_set}, where="train")
     model_class(model_name)  # fail on an unknown model before reading any data
