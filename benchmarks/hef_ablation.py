@@ -40,6 +40,7 @@ import torch
 
 from msmtrec.data.pipeline import prepare_dataset
 from msmtrec.models import build_model
+from msmtrec.models.base import config_dict
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.trainer import Trainer, seed_everything
 
@@ -267,7 +268,8 @@ def main() -> None:
         model = result.pop("model")
         args.save.mkdir(parents=True, exist_ok=True)
         saved = args.save / f"{ds.replace(':', '_')}__{name}__{seed}.pt"
-        torch.save({"config": config, "state": model.state_dict()}, saved)
+        # the resolved config too, so a later default change cannot rebuild the model differently
+        torch.save({"config": config, "resolved": config_dict(model), "state": model.state_dict()}, saved)
         row = {"dataset": ds, "variant": name, "config": config, "seed": seed, **result}
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")

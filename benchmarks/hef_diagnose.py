@@ -33,11 +33,15 @@ import torch
 from hef_ablation import prepare  # noqa: E402  (run from the repository root: benchmarks/ is on sys.path)
 
 from msmtrec.models import build_model
+from msmtrec.models.base import complete_saved_config
 
 
 def load_model(data: Any, path: Path) -> Any:
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model("hef", data.schema, {"embed_dim": 16, **saved["config"]})
+    if "resolved" in saved:  # every setting as trained (settings added since then: complete_saved_config)
+        model = build_model("hef", data.schema, complete_saved_config("hef", saved["resolved"]))
+    else:  # files saved before the resolved config was kept: the variant's overrides on today's defaults
+        model = build_model("hef", data.schema, {"embed_dim": 16, **saved["config"]})
     model.load_state_dict(saved["state"])
     return model.eval()
 

@@ -93,15 +93,16 @@ class HEFConfig(ModelConfig):
     """Let the base representation modulate the learned mixing logits per row."""
     balance_weight: float = 0.01
     """Weight of the scenario-balance regulariser returned by :meth:`regularization_loss`."""
-    ADDED_LATER: ClassVar[dict[str, Any]] = {
-        "attention_norm": False, "gate_balance": False, "expert_dropout": None, "base_skip": "none",
-    }
-    """Runs saved before these settings existed were trained with these values (``base_skip``: no skip)."""
     gate_balance: bool = False
     """Also pull every gate's mean weights per scenario (over all its experts: shared, scenario, task) toward
     uniform with the same term, not only the task gates' shared-expert usage; every level but the last, whose
     group weights are the learned mixing. Why: the diagnosis found first-level gates collapsing onto one
     expert (docs/hef.md section 2). Tested option, see section 4."""
+
+    ADDED_LATER: ClassVar[dict[str, Any]] = {
+        "attention_norm": False, "gate_balance": False, "expert_dropout": None, "base_skip": "none",
+    }
+    """Runs saved before these settings existed were trained with these values (``base_skip``: no skip)."""
 
 
 @register("hef")
