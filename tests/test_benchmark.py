@@ -78,11 +78,41 @@ def _write_suite(tmp_path: Path, body: str) -> Path:
         ("datasets: [hillstrom]\ntrain: {max_epoch: 3}\nmodels: [mmoe]\n", "unknown key"),
         ("models: [mmoe]\n", "at least one dataset"),
         ("datasets: [hillstrom]\nmodels: [mmoe, mmoe]\n", "unique"),
+        ("datasets: [hillstrom]\nmodels: [mmoe]\nablations: [mmoe]\n", "declares no ablations"),
+        ("datasets: [hillstrom]\nmodels: [mmoe]\nablations: [nope]\n", "unknown model"),
     ],
 )
 def test_bad_suites_fail_clearly(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_suite(_write_suite(tmp_path, body))
+
+
+def test_a_model_name_under_ablations_brings_the_rows_that_model_declares(tmp_path: Path) -> None:
+    from msmtrec.models.base import model_class
+
+    suite = load_suite(_write_suite(tmp_path, "datasets: [hillstrom]\nbudget: {embed_dim: 8}\nmodels: [hef]\n"
+                                              "ablations: [hef]\n"))
+    rows = [e for e in suite.entries if e.kind == "ablation"]
+    declared = model_class("hef").ablations()
+    assert [e.name for e in rows] == [a.name for a in declared]
+    assert all(e.model == "hef" and e.switch and e.config == {**a.config, "embed_dim": 8}
+               for e, a in zip(rows, declared, strict=True))
+
+
+@pytest.mark.parametrize("name", registered_models())
+def test_every_declared_ablation_builds_and_changes_the_default(name: str) -> None:
+    """Registry-driven: a model's declared ablation rows must build, and each must differ from the default it
+    ablates (a row equal to the default would measure nothing)."""
+    import dataclasses
+
+    from msmtrec.models.base import build_model, model_class
+
+    schema = synthetic_schema()
+    default = dataclasses.asdict(model_class(name).Config())
+    for row in model_class(name).ablations():
+        model = build_model(name, schema, dict(row.config))
+        assert any(default[k] != v for k, v in row.config.items()), row.name
+        assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_unknown_suite_name_lists_the_shipped_ones() -> None:
@@ -283,6 +313,7 @@ def test_rerun_forgets_one_variant_and_keeps_the_others(tmp_path: Path, monkeypa
     monkeypatch.setattr(runner, "execute", _fake_run)
     main(["benchmark", str(smaller), "--out", str(out), "--seeds", "2", "--rerun", "hef", "--no-progress"])
     assert runner.done_runs(out / "results.csv") == {("hillstrom", "mmoe", s) for s in (0, 1)}
+    assert "hef" not in json.loads((out / "suite.json").read_text())["order"]  # nor listed in the reports' order
     with pytest.raises(SystemExit) as e:
         main(["benchmark", str(tmp_path / "suite.yaml"), "--out", str(out), "--rerun", "nope", "--no-progress"])
     assert e.value.code == 2

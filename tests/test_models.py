@@ -31,6 +31,7 @@ VARIANTS = [
     ("single_task", {"per_scenario": True}),
     ("single_task", {"share_embedding": True, "funnel": True}),
     ("hef", {"levels": 1, "mixing": "uniform"}),
+    ("hef", {"scenario_experts": 1, "task_experts": 1, "mixing": "learned", "base_skip": "gated"}),  # 2026-11-30
     ("hef", {"levels": 3, "scenario_experts": 0, "task_experts": 0, "attention": False, "star": False}),
     ("hef", {"attention_norm": True, "attention_layers": 2}),
     ("ple", {"levels": 1}),
@@ -151,7 +152,7 @@ def test_explain_weights_are_finite_and_documented(name: str) -> None:
             assert w.dim() == 4 and w.shape[2:] == (f, f)
             assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
     expected = {
-        "hef": {"mixing/click", "gates/level1/task:buy", "gates/level0/shared", "gates/level0/scenario"},
+        "hef": {"mixing/click", "gates/level1/task:buy", "gates/level0/shared"},
         "ple": {"gates/level0/shared", "gates/level1/task:cart"},
         "mmoe": {"gates/level0/task:click"},
         "m3oe": {"mixing/buy", "gates/level0/task:buy"},
@@ -188,8 +189,9 @@ def _param_shapes(model: MultiTaskModel) -> dict[str, tuple[int, ...]]:
 )
 def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, pattern: str) -> None:
     schema = SCHEMAS["default"]
-    full = _param_shapes(_build("hef", schema, {"attention": True}))  # every part on (attention is off by default)
-    ablated = _param_shapes(_build("hef", schema, {"attention": True, switch: value}))
+    every_part = {"attention": True, "scenario_experts": 1, "task_experts": 1, "mixing": "learned"}  # default: off
+    full = _param_shapes(_build("hef", schema, every_part))
+    ablated = _param_shapes(_build("hef", schema, {**every_part, switch: value}))
     removed = set(full) - set(ablated)
     assert removed, f"{switch}={value} removed nothing"
     assert not set(ablated) - set(full), "an ablation must not add parameters"
@@ -200,7 +202,7 @@ def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, p
 
 def test_hef_levels_keep_shared_experts_updated_and_regulariser_is_differentiable() -> None:
     schema = SCHEMAS["default"]
-    model = _build("hef", schema, {"levels": 2})
+    model = _build("hef", schema, {"levels": 2, "task_experts": 1, "base_skip": "gated"})
     with torch.no_grad():  # open the zero-initialised skip gate, else no gradient reaches the extraction yet
         model.skip_gate.fill_(1.0)
     assert model.regularization_loss().item() == 0.0
@@ -227,8 +229,9 @@ def test_hef_gate_balance_regularises_every_gate_not_only_shared_usage() -> None
         grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         return float(reg.detach()), grads
 
-    plain_value, plain = touched({})
-    balanced_value, balanced = touched({"gate_balance": True})
+    every_group = {"scenario_experts": 1, "task_experts": 1, "mixing": "learned"}
+    plain_value, plain = touched(every_group)
+    balanced_value, balanced = touched({**every_group, "gate_balance": True})
     assert plain < balanced and plain_value != balanced_value
     assert "extraction.0.scenario_gate.selector.weight" in balanced - plain
     assert not any(n.startswith("mixing.") for n in balanced - plain)  # the final level's mixing is left alone
@@ -368,7 +371,7 @@ def test_hef_gated_skip_starts_as_star_and_learns_to_open() -> None:
     can open it. ``concat`` widens the towers' input by the base's width; unknown values are refused."""
     schema = SCHEMAS["default"]
     batch = _batch(schema, rows=16)
-    model = _build("hef", schema).eval()  # gated is the default (docs/hef.md section 6)
+    model = _build("hef", schema, {"base_skip": "gated"}).eval()
     with torch.no_grad():
         before = model(batch)
         for p in model.extraction.parameters():

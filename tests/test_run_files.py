@@ -207,3 +207,15 @@ def test_a_hef_run_saved_before_base_skip_existed_loads_as_it_was_trained(tmp_pa
     assert loaded.model.config.base_skip == "none" and loaded.model.skip_gate is None
     partial = {"model_name": "hef", "model": {"embed_dim": 8}}
     assert "base_skip" not in runs.saved_model_config(partial)
+
+
+def test_a_hef_run_trained_with_the_published_extraction_loads_after_the_lean_default(tmp_path: Path) -> None:
+    """HEF's defaults changed (2026-11-30: no scenario or task experts, uniform mixing, no skip); a run saved
+    under the previous default stores those settings and must rebuild as trained, with its experts, mixing
+    table and skip gate, not as today's smaller default (whose state dict would not fit its weights)."""
+    from msmtrec.serving.testing import make_run_dir
+
+    before = {"embed_dim": 8, "scenario_experts": 1, "task_experts": 1, "mixing": "learned", "base_skip": "gated"}
+    folder = make_run_dir(tmp_path / "run", "hef", before)
+    loaded = runs.load_run(folder).model.config
+    assert (loaded.scenario_experts, loaded.task_experts, loaded.mixing, loaded.base_skip) == (1, 1, "learned", "gated")

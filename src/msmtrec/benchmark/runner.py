@@ -384,6 +384,8 @@ def forget(out: Path, names: Iterable[str]) -> int:
         if path.exists():
             data = json.loads(path.read_text())
             data[key] = {k: v for k, v in data.get(key, {}).items() if k not in gone}
+            if "order" in data:  # else the reports keep listing a variant that has no rows left
+                data["order"] = [n for n in data["order"] if n not in gone]
             path.write_text(json.dumps(data, indent=1, default=str))
     notes = out / "notes.json"
     if notes.exists():

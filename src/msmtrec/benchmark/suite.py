@@ -12,7 +12,8 @@ A suite is a YAML file (the shipped ones live in ``benchmark/suites/``)::
       - {name: mmoe, config: {num_experts: 4, expert_dims: [64]}}
       - all                         # every other registered model, default sizes (or `models: all`)
     ablations:                      # variants of one model with one switch changed
-      - {name: hef-attention, model: hef, switch: attention=on, config: {attention: true}}
+      - hef                         # the rows HEF declares (MultiTaskModel.ablations), or written out:
+      - {name: mmoe-8, model: mmoe, switch: "num_experts: 8", config: {num_experts: 8}}
     peers:                          # other libraries' implementations of one of our model entries
       - {name: rechub-mmoe, library: torch_rechub, like: mmoe}
     quick: {sample: 3000, max_epochs: 1, seeds: 1, models: [single_task, mmoe, hef]}
@@ -182,7 +183,8 @@ def load_suite(suite: str | Path) -> Suite:
             if name not in listed:
                 entries.append(_model_entry(name, "model", budget, f"{where}: models (all: {name})"))
     for i, item in enumerate(_list(raw, "ablations", where)):
-        entries.append(_model_entry(item, "ablation", budget, f"{where}: ablations[{i}]"))
+        for row in _ablation_items(item, f"{where}: ablations[{i}]"):
+            entries.append(_model_entry(row, "ablation", budget, f"{where}: ablations[{i}]"))
     ours = {e.name: e for e in entries}
     for i, item in enumerate(_list(raw, "peers", where)):
         entries.append(_peer_entry(item, ours, f"{where}: peers[{i}]"))
@@ -233,6 +235,20 @@ def _dataset(item: Any, where: str) -> DatasetEntry:
     sample = item.get("sample")
     alias = str(item["label"]) if item.get("label") else None
     return DatasetEntry(str(item["name"]), dict(overrides), int(sample) if sample is not None else None, alias)
+
+
+def _ablation_items(item: Any, where: str) -> list[dict[str, Any]]:
+    """An ``ablations:`` item: a row written out (``{name, model, switch, config}``) or a model's name, which
+    stands for the rows that model declares (:meth:`~msmtrec.models.base.MultiTaskModel.ablations`)."""
+    if not isinstance(item, str):
+        return [item]
+    if item not in registered_models():
+        raise ConfigError(f"{where}: unknown model {item!r}; registered models: {registered_models()}")
+    rows = model_class(item).ablations()
+    if not rows:
+        raise ConfigError(f"{where}: model {item!r} declares no ablations; write the rows out "
+                          "({name, model, switch, config})")
+    return [{"name": r.name, "model": item, "switch": r.switch, "config": dict(r.config)} for r in rows]
 
 
 def _model_entry(item: Any, kind: str, budget: dict[str, Any], where: str) -> ModelEntry:

@@ -52,6 +52,15 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class Ablation:
+    """One declared ablation row: its variant name, the switch in words (for the table) and the config it sets."""
+
+    name: str
+    switch: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Param:
     """One searchable setting of a model's search space (plain data: the tuner maps it to Optuna).
 
@@ -108,6 +117,15 @@ class MultiTaskModel(nn.Module, ABC):
         classmethod (``{**super().search_space(), "model.num_experts": Param.choice(2, 4, 8)}``) to add its own.
         """
         return dict(DEFAULT_SEARCH_SPACE)
+
+    @classmethod
+    def ablations(cls) -> list[Ablation]:
+        """The ablation rows a benchmark suite runs for this model when it lists the model's name under
+        ``ablations:`` (each row: this model's default with one switch changed).
+
+        Why here and not in each suite: the model knows its switches and which way its default sets them; five
+        suites copying one list drifted the moment a default changed. Empty unless a model declares some."""
+        return []
 
     def __init__(self, schema: Schema, config: ModelConfig) -> None:
         super().__init__()
