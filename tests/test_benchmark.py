@@ -205,6 +205,25 @@ def test_ablation_table_reads_the_validation_delta_next_to_the_test_delta(tmp_pa
     assert "-0.0100 ± 0.0000" in no_y and "n/a" in no_y
 
 
+def test_explain_plots_draw_the_parts_the_runs_have_and_drop_stale_ones(tmp_path: Path) -> None:
+    """A folder re-run after a HEF part was switched off (the learned mixing, attention) must not keep showing
+    that part's old figure next to the new results."""
+    from msmtrec.benchmark.plots import explain_plots
+
+    (tmp_path / "explain").mkdir()
+    gates = [[0.5, 0.5], [0.9, 0.1]]
+    (tmp_path / "explain" / "ds__hef__seed0.json").write_text(json.dumps(
+        {"scenarios": ["a", "b"], "fields": ["f"], "weights": {"gates/level0/task:click": gates}, "attention": None}))
+    stale = [tmp_path / "hef_mixing_ds.png", tmp_path / "hef_attention_ds.png"]
+    for path in stale:
+        path.write_bytes(PNG_MAGIC)
+    (tmp_path / "hef_mixing_other.png").write_bytes(PNG_MAGIC)  # another dataset's figure is left alone
+    written = explain_plots("ds", tmp_path)
+    assert written == [tmp_path / "hef_gates_ds.png"] and written[0].read_bytes().startswith(PNG_MAGIC)
+    assert not any(path.exists() for path in stale)
+    assert (tmp_path / "hef_mixing_other.png").exists()
+
+
 def test_write_reports_from_results_only(tmp_path: Path) -> None:
     written = write_reports(_fake_results(tmp_path))
     names = {p.name for p in written}
@@ -380,9 +399,10 @@ def test_quick_hillstrom_benchmark_end_to_end(tmp_path: Path) -> None:
     assert "train samples/s" in cost and "inference rows/s" in cost
     if rechub_available():
         assert "mmoe vs rechub-mmoe" in cost
-    for png in ("auc_hillstrom", "transfer_hillstrom", "hef_mixing_hillstrom", "hef_gates_hillstrom"):
+    for png in ("auc_hillstrom", "transfer_hillstrom", "hef_gates_hillstrom"):
         data = (out / f"{png}.png").read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), png
+    assert not (out / "hef_mixing_hillstrom.png").exists()  # the default HEF has only shared experts to mix
 
     # resumable: the same command again finds every run done and adds nothing
     before = (out / "results.csv").read_text()

@@ -152,7 +152,7 @@ def test_explain_weights_are_finite_and_documented(name: str) -> None:
             assert w.dim() == 4 and w.shape[2:] == (f, f)
             assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
     expected = {
-        "hef": {"mixing/click", "gates/level1/task:buy", "gates/level0/shared"},
+        "hef": {"gates/level1/task:buy", "gates/level0/shared"},
         "ple": {"gates/level0/shared", "gates/level1/task:cart"},
         "mmoe": {"gates/level0/task:click"},
         "m3oe": {"mixing/buy", "gates/level0/task:buy"},
@@ -363,6 +363,15 @@ def test_hef_attention_is_off_by_default_and_explained_when_on() -> None:
     model = _build("hef", schema, {"attention": True}).eval()
     info = model.explain(_batch(schema, rows=8))
     assert info["attention"].shape[2:] == (schema.num_fields, schema.num_fields)
+
+
+def test_hef_explains_its_mixing_only_when_there_is_more_than_one_group_to_mix() -> None:
+    schema = SCHEMAS["default"]
+    batch = _batch(schema, rows=8)
+    lean = _build("hef", schema).eval().explain(batch)  # default: shared experts only, every weight would be 1
+    assert not any(k.startswith("mixing/") for k in lean) and any(k.startswith("gates/") for k in lean)
+    full = _build("hef", schema, {"scenario_experts": 1, "task_experts": 1, "mixing": "learned"}).eval()
+    assert {f"mixing/{t}" for t in schema.task_names} <= set(full.explain(batch))
 
 
 def test_hef_gated_skip_starts_as_star_and_learns_to_open() -> None:

@@ -159,6 +159,17 @@ def load_explain(ds: str, out: Path) -> dict[str, Any] | None:
 
 
 def explain_plots(ds: str, out: Path) -> list[Path]:
+    """HEF's mixing, gate and attention plots for ``ds``; a plot of a part the saved explain files no longer
+    have (the part is off in today's runs) is deleted, so a folder never shows a figure of an earlier model."""
+    written = _explain_plots(ds, out)
+    for kind in ("mixing", "gates", "attention"):
+        stale = out / f"hef_{kind}_{ds}.png"
+        if stale.exists() and stale not in written:
+            stale.unlink()
+    return written
+
+
+def _explain_plots(ds: str, out: Path) -> list[Path]:
     ex = load_explain(ds, out)
     if ex is None:
         return []

@@ -211,6 +211,9 @@ class HEF(MultiTaskModel):
             mode=c.mixing,
             input_dim=self.base.out_dim if c.mixing_input else 0,
         )
+        self.mixes_groups = (c.scenario_experts > 0) + (c.task_experts > 0) > 0
+        """Whether the last level has more than the shared group to mix; with shared experts alone every mixing
+        weight is 1, so ``explain`` leaves the ``mixing/`` keys out rather than report a constant."""
         self.aux = AuxiliaryNetwork(in_dim, n_scen, n_tasks, c.scenario_dim, c.aux_dims, c.dropout) if c.star else None
         require(
             c.base_skip in ("none", "concat", "gated"),
@@ -245,7 +248,7 @@ class HEF(MultiTaskModel):
                 usage.extend(out.gates.values())
             if details:
                 info.update({f"gates/level{lvl}/{k}": v for k, v in out.gates.items()})
-                if mixing is not None:
+                if mixing is not None and self.mixes_groups:
                     info.update({f"mixing/{name}": w for name, w in zip(self.task_names, mixing, strict=True)})
             task_in = out.task
             if out.shared is not None:
