@@ -222,3 +222,58 @@ def test_regression_only_monitor_falls_back_to_rmse() -> None:
     result = Trainer(TrainConfig(batch_size=128, max_epochs=2, progress=False)).fit(model, splits)
     assert result.history[0]["valid/mean_auc"] is None
     assert result.best_score == pytest.approx(-result.history[result.best_epoch]["valid/mean_rmse"])
+
+
+# ------------------------------------------------------------------------------ validation inside epochs
+
+
+def test_evals_per_epoch_validates_inside_each_epoch(data) -> None:  # noqa: ANN001
+    _, result = _fit(data, evals_per_epoch=4, max_epochs=2, patience=100)
+    seen = [row["epoch"] for row in result.history]
+    assert len(seen) == 8 and seen[3] == 1 and seen[7] == 2
+    assert all(a < b for a, b in zip(seen, seen[1:], strict=False))  # evenly spread passes, in order
+    assert all(0 < s < 1 for s in seen[:3]) and all(1 < s < 2 for s in seen[4:7])
+    assert result.kept_at == seen[result.best_epoch] and result.epochs == 2
+
+
+def test_patience_counts_validation_passes_so_training_can_stop_inside_an_epoch(data) -> None:  # noqa: ANN001
+    # min_delta 1.0: only the first pass can improve, so patience 2 ends training at the third pass, 3/4 into
+    # the first epoch, with the first pass's weights kept.
+    _, result = _fit(data, evals_per_epoch=4, max_epochs=5, patience=2, min_delta=1.0)
+    assert len(result.history) == 3 and result.epochs == 0
+    assert result.best_epoch == 0 and 0 < result.kept_at < 1
+
+
+def test_evals_per_epoch_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="evals_per_epoch"):
+        build_config(TrainConfig, {"evals_per_epoch": 0})
+
+
+@pytest.mark.parametrize("kill_after", [3, 5])  # right after the pass at batch 3 of 10, and two batches before 7
+def test_resume_inside_an_epoch_with_several_validations_matches_the_uninterrupted_run(
+    data, tmp_path: Path, kill_after: int  # noqa: ANN001
+) -> None:
+    splits = {"train": data.splits["train"], "valid": data.splits["valid"]}
+
+    def fit(run_dir: Path, resume: bool = False, stop_at: int | None = None):  # noqa: ANN202
+        seed_everything(2)
+        model = build_model("shared_bottom", data.schema, SMALL)
+        cfg = TrainConfig(batch_size=len(splits["train"]) // 10 + 1, lr=1e-2, max_epochs=2, patience=10,
+                          progress=False, checkpoint_every=1, evals_per_epoch=3)
+        trainer = Trainer(cfg, seed=2, run_dir=run_dir)
+
+        def kill(state) -> None:  # noqa: ANN001
+            if state.global_step == stop_at:
+                raise KeyboardInterrupt
+
+        trainer.after_step = kill if stop_at is not None else None
+        return trainer.fit(model, splits, resume=resume)
+
+    full = fit(tmp_path / "full")
+    assert len(full.history) == 6
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "part", stop_at=kill_after)
+    resumed = fit(tmp_path / "part", resume=True)
+    assert resumed.history == full.history and resumed.best_epoch == full.best_epoch
+    for pa, pb in zip(resumed.model.parameters(), full.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)

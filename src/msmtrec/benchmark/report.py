@@ -581,7 +581,8 @@ def capped_runs(df: pd.DataFrame, train: dict[str, Any]) -> pd.Series:
     cap = train.get("max_epochs")
     if not cap:
         return pd.Series(dtype=int)
-    patience = max(int(train.get("patience", 2)), 1)
+    # patience counts validation passes; in epochs that is patience / evals_per_epoch
+    patience = max(int(train.get("patience", 2)), 1) / max(int(train.get("evals_per_epoch", 1)), 1)
     sub = df[(df["scenario"] == ALL) & (df["task"] == ALL) & df["metric"].isin(["epochs", "best_epoch"])]
     wide = sub.pivot_table(index=["model", "seed"], columns="metric", values="value", aggfunc="first")
     capped = (wide["epochs"] >= cap) & (wide["epochs"] - 1 - wide["best_epoch"] < patience)

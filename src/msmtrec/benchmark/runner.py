@@ -159,7 +159,8 @@ def execute(spec: RunSpec) -> RunOutput:
         # The validation monitor of the kept epoch (higher is better): what early stopping and the tuner saw,
         # so an ablation's validation Δ can be read next to its test Δ (decisions are made on the former).
         "valid_monitor": fit.best_score,
-        "best_epoch": fit.best_epoch,  # last: done_runs() reads it as the run's completion marker
+        # 0-based epochs (fractional with evals_per_epoch > 1); last: done_runs() reads it as the completion marker
+        "best_epoch": fit.kept_at - 1,
     }
     rows += [(*base, ALL, ALL, k, float(v)) for k, v in run_values.items()]
     explained = explain_by_scenario(model, splits["test"], trainer.config.eval_batch_size) if spec.explain else None

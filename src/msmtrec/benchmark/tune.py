@@ -324,7 +324,7 @@ def _objective(target: TuneTarget, space: dict[str, Param], seed: int) -> Any:
                 raise optuna.TrialPruned(f"epoch {epoch + 1}: {score:.4f} below the median")
 
         fit = trainer.fit(model, splits, on_epoch=on_epoch)
-        trial.set_user_attr("best_epoch", fit.best_epoch)
+        trial.set_user_attr("best_epoch", fit.kept_at - 1)  # 0-based epochs, as the report reads it
         trial.set_user_attr("epochs", fit.epochs)
         trial.set_user_attr("params", model.num_parameters())
         trial.set_user_attr("train_seconds", round(fit.train_seconds, 2))
@@ -392,7 +392,7 @@ def write_best_yaml(
     }
     notes = [
         f"Best of {n_complete} completed trials (trial {best.number}): validation {train.get('monitor', 'auto')} "
-        f"{best.value:.4f}, best epoch {int(best.user_attrs.get('best_epoch', -1)) + 1}.",
+        f"{best.value:.4f}, best epoch {float(best.user_attrs.get('best_epoch', -1)) + 1:g}.",
     ]
     if command:
         notes.insert(0, f"Written by: {command}")
@@ -439,7 +439,7 @@ def format_top(result: TuneResult) -> str:
     rows = []
     for i, t in enumerate(result.top, 1):
         params = ", ".join(f"{k.split('.', 1)[1]}={_short(v)}" for k, v in t["params"].items())
-        epoch = t["best_epoch"] + 1 if t["best_epoch"] is not None else "?"
+        epoch = f"{float(t['best_epoch']) + 1:g}" if t["best_epoch"] is not None else "?"
         rows.append([i, t["trial"], f"{t['value']:.4f}", epoch, t["origin"], params])
     return format_table(["rank", "trial", "valid", "epoch", "origin", "params"], rows)
 

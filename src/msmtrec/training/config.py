@@ -34,7 +34,15 @@ class TrainConfig:
     max_epochs: int = 10
     """Upper bound on epochs; early stopping usually ends training sooner."""
     patience: int = 2
-    """Epochs without a validation improvement (by more than ``min_delta``) before stopping."""
+    """Validation passes without an improvement (by more than ``min_delta``) before stopping: epochs, unless
+    ``evals_per_epoch`` validates more often."""
+    evals_per_epoch: int = 1
+    """Validation passes per epoch, spread evenly over its batches, the last at the epoch's end. Each pass
+    may keep the weights, counts toward ``patience`` and adds a ``history.csv`` row whose ``epoch`` is the
+    share of the data seen so far (1.5 = half-way through the second epoch). Why: with user and item id
+    fields models often peak inside their second epoch and overfit after it (docs/benchmarks.md, synthetic
+    suite); a pass at the end of each epoch only can keep neither the peak nor the weights just before it.
+    FuxiCTR's ``eval_steps`` answers the same need."""
     min_delta: float = 0.0
     """Smallest change of the monitored value that counts as an improvement."""
     monitor: str = "auto"
@@ -179,7 +187,7 @@ class TrainConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"train.{name}: {value!r} is not one of {list(allowed)}")
-        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every", "dwa_temperature"):
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every", "dwa_temperature", "evals_per_epoch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         non_negative = ("patience", "checkpoint_every", "num_threads", "grad_clip", "lr", "weight_decay",

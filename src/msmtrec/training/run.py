@@ -269,7 +269,7 @@ def train(
             "params": model.num_parameters(),
             "train_seconds": round(result.train_seconds, 3),
             "samples_per_second": round(result.samples_per_second, 1),
-            "best_epoch": result.best_epoch + 1,  # 1-based, as on the console and in history.csv
+            "best_epoch": result.kept_at,  # 1-based, as on the console and in history.csv
             "epochs": result.epochs,
             "world_size": ctx.world_size,
             **test,

@@ -150,13 +150,20 @@ class FitResult:
 
     model: MultiTaskModel
     best_epoch: int
-    """Index into ``history`` (0-based); outputs (console, metrics.json, history.csv) count epochs from 1."""
+    """Index into ``history`` (0-based) of the validation pass whose weights were kept: the epoch, unless
+    ``evals_per_epoch`` > 1; :attr:`kept_at` says when in epochs, as outputs count them."""
     best_score: float
     epochs: int
     history: list[dict[str, Any]]
     train_seconds: float
     samples_per_second: float
     valid_metrics: dict[str, Any]
+
+    @property
+    def kept_at(self) -> float:
+        """Epochs of data seen when the kept weights were validated, 1-based as printed and in history.csv
+        (3 = end of the third epoch; 2.5 = half-way through it with ``evals_per_epoch`` 2)."""
+        return self.history[self.best_epoch]["epoch"] if self.history else float(self.best_epoch + 1)
 
 
 @dataclass
@@ -183,6 +190,9 @@ class _Fit:
     best_state: dict[str, torch.Tensor] | None = None
     valid_metrics: dict[str, Any] = field(default_factory=dict)
     steps_here: int = 0
+    marks: frozenset[int] = frozenset()
+    """Batches of an epoch after which a validation pass runs inside it (``evals_per_epoch`` > 1)."""
+    on_check: Callable[[int, float], None] | None = None
     seconds_before: float = 0.0
     segment_start: float = 0.0
 
@@ -244,11 +254,13 @@ class Trainer:
 
         With ``resume`` the state in ``run_dir/last.pt`` is loaded first and training continues from the
         exact step it describes. ``on_epoch(epoch, monitor_score)`` is called after each validation pass
-        (the tuner reports to its pruner there); an exception it raises ends training and propagates.
+        (the tuner reports to its pruner there; with ``evals_per_epoch`` > 1 the first argument counts
+        validation passes); an exception it raises ends training and propagates.
 
         The named steps: :meth:`_prepare` (loss, optimiser, balancer, tracker, state) → per epoch
-        :meth:`_train_epoch` (which calls :meth:`_train_step` per batch) and :meth:`_end_epoch` (validation,
-        early stopping, history, checkpoint) → :meth:`_finish`.
+        :meth:`_train_epoch` (which calls :meth:`_train_step` per batch, and :meth:`_validate` at the
+        ``evals_per_epoch`` marks inside the epoch) and :meth:`_end_epoch` (the epoch's last validation, then
+        the epoch's bookkeeping) → :meth:`_finish`.
         """
         for name in ("train", "valid"):
             if name not in splits or len(splits[name]) == 0:
@@ -256,11 +268,11 @@ class Trainer:
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
         run = self._prepare(model, splits["train"], splits["valid"], resume)
+        run.on_check = on_epoch
         while not run.state.finished and run.state.epoch < self.config.max_epochs:
             speed = self._train_epoch(run)
-            score = self._end_epoch(run, speed)
-            if on_epoch is not None:
-                on_epoch(run.state.epoch - 1, score)
+            if not run.state.finished:  # a validation inside the epoch may have ended training
+                self._end_epoch(run, speed)
         return self._finish(run)
 
     def _prepare(self, model: MultiTaskModel, train_full: TrainSplit, valid: TensorDataset, resume: bool) -> _Fit:
@@ -285,6 +297,7 @@ class Trainer:
             model=model, loss=loss, module=module, wrapped=wrapped, optimizer=optimizer, balancer=balancer,
             tracker=tracker, gate_sample=gate_sample, train=train, valid=valid, batch_size=batch_size,
             n_batches=train.num_batches(batch_size),
+            marks=_validation_marks(train.num_batches(batch_size), cfg.evals_per_epoch),
             base_lrs=[g["lr"] for g in optimizer.param_groups],  # before a resume loads scheduled rates
             scheduled=cfg.lr_schedule != "constant" or cfg.warmup_steps > 0,
             # running sums of [per-task loss..., total loss] × rows, and the rows, for this epoch on this rank
@@ -335,6 +348,10 @@ class Trainer:
                 post["samples/s"] = f"{bar_rows / max(time.perf_counter() - bar_start, 1e-9):,.0f}"
                 bar.set_postfix(post, refresh=False)
             bar.update(1)
+            if state.batch_in_epoch in run.marks:
+                self._validate(run, bar_rows / max(time.perf_counter() - bar_start, 1e-9), end_of_epoch=False)
+                if state.finished:
+                    break
             if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
                 self._checkpoint(run)
             if self.after_step is not None:
@@ -362,27 +379,37 @@ class Trainer:
         return total, per_task
 
     def _end_epoch(self, run: _Fit, speed: float) -> float:
-        """Pooled training loss, validation, early stopping, history, log line and checkpoint; returns the score."""
+        """The epoch's last validation pass, with the epoch's bookkeeping; returns the monitored score."""
+        return self._validate(run, speed, end_of_epoch=True)
+
+    def _validate(self, run: _Fit, speed: float, end_of_epoch: bool) -> float:
+        """Pooled training loss so far this epoch, validation, early stopping, history, log line and checkpoint.
+
+        At an epoch's end it also closes the epoch (balancer update, counters, loss sums). ``best_epoch`` and
+        ``bad_epochs`` count validation passes, which are epochs unless ``evals_per_epoch`` > 1."""
         cfg, ctx, state = self.config, self.ctx, run.state
         epoch, n_tasks = state.epoch, len(run.model.task_names)
         pooled = ctx.all_gather_object((run.sums.cpu(), run.rows))
         all_sums = sum((s for s, _ in pooled), torch.zeros(n_tasks + 1, dtype=torch.float64))
         all_rows = sum(r for _, r in pooled)
         mean_loss = (all_sums / max(all_rows, 1)).tolist()
-        if run.balancer is not None:
+        if end_of_epoch and run.balancer is not None:
             run.balancer.end_epoch(mean_loss[:n_tasks])
         run.valid_metrics = self.evaluate(run.model, run.valid)
         score = monitor_value(run.valid_metrics, cfg.monitor)
+        check = len(state.history)
         improved = state.best_epoch < 0 or score > state.best_score + cfg.min_delta
         if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            state.best_score, state.best_epoch, state.bad_epochs = score, check, 0
             run.best_state = self._save_best(run.model)
         else:
             state.bad_epochs += 1
-        state.history.append(self._history_row(epoch, mean_loss, run.valid_metrics, score, run.loss, run.model))
-        run.tracker.epoch(epoch, state.history[-1], run.valid_metrics, run.model, run.gate_sample)
-        state.epoch, state.batch_in_epoch = epoch + 1, 0
-        run.sums, run.rows = torch.zeros_like(run.sums), 0
+        seen = epoch + 1 if end_of_epoch else round(epoch + state.batch_in_epoch / run.n_batches, 4)
+        state.history.append(self._history_row(seen, mean_loss, run.valid_metrics, score, run.loss, run.model))
+        run.tracker.epoch(check, state.history[-1], run.valid_metrics, run.model, run.gate_sample)
+        if end_of_epoch:
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            run.sums, run.rows = torch.zeros_like(run.sums), 0
         if state.bad_epochs >= max(cfg.patience, 1) or state.epoch >= cfg.max_epochs:
             state.finished = True
         if ctx.is_main and cfg.log_epochs:
@@ -391,6 +418,8 @@ class Trainer:
         self._checkpoint(run)
         if ctx.is_main and self.run_dir is not None:
             io.save_history_csv(state.history, self.run_dir / HISTORY_FILE)
+        if run.on_check is not None:
+            run.on_check(check, score)
         return score
 
     def _checkpoint(self, run: _Fit) -> None:
@@ -519,7 +548,7 @@ class Trainer:
     # ------------------------------------------------------------------ reporting
     @staticmethod
     def _history_row(
-        epoch: int,
+        seen: float,
         mean_loss: list[float],
         metrics: dict[str, Any],
         score: float,
@@ -527,7 +556,8 @@ class Trainer:
         model: MultiTaskModel,
     ) -> dict[str, Any]:
         names = model.schema.task_names
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": mean_loss[-1]}  # 1-based, as printed
+        # epochs of data seen, as printed: 1, 2, ... (1.5 for a validation half-way through the second epoch)
+        row: dict[str, Any] = {"epoch": seen, "train_loss": mean_loss[-1]}
         row.update({f"train_loss/{n}": mean_loss[i] for i, n in enumerate(names)})
         if loss.log_var is not None:
             row.update({f"log_var/{n}": float(v) for n, v in zip(names, loss.log_var.detach().cpu(), strict=True)})
@@ -556,6 +586,13 @@ class Trainer:
         of = f"/{max_epochs}" if max_epochs else ""
         rate = f" | {speed:,.0f} samples/s" if speed > 0 else ""
         return f"epoch {row['epoch']}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
+
+
+def _validation_marks(n_batches: int, evals_per_epoch: int) -> frozenset[int]:
+    """Batch counts inside an epoch after which to validate: ``evals_per_epoch - 1`` evenly spaced ones (the
+    last pass is the epoch's end); fewer when the epoch has fewer batches than passes."""
+    marks = {round(k * n_batches / evals_per_epoch) for k in range(1, evals_per_epoch)}
+    return frozenset(m for m in marks if 0 < m < n_batches)
 
 
 def _is_terminal(stream: Any) -> bool:
