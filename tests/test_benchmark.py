@@ -290,6 +290,29 @@ def _fake_run(spec):  # noqa: ANN001, ANN202
     return runner.RunOutput(spec, rows)
 
 
+def test_benchmark_set_changes_the_schedule_for_every_model_and_the_folder_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msmtrec.benchmark import runner
+
+    suite = load_suite(_write_suite(tmp_path, "datasets: [hillstrom]\ntrain: {patience: 3}\nmodels: [mmoe]\n"))
+    changed = suite.with_train({"train.evals_per_epoch": "4", "train.patience": "8"})
+    assert changed.train["evals_per_epoch"] == 4 and changed.train["patience"] == 8 and suite.train["patience"] == 3
+    for bad, message in (({"model.num_experts": "3"}, "only train"), ({"train.evals_per_epoch": "0"}, "evals_per"),
+                         ({"train.nope": "1"}, "nope")):
+        with pytest.raises(ConfigError, match=message):
+            suite.with_train(bad)
+    monkeypatch.setattr(runner, "execute", _fake_run)
+    path, out = str(tmp_path / "suite.yaml"), str(tmp_path / "out")
+    main(["benchmark", path, "--out", out, "--seeds", "1", "--set", "train.evals_per_epoch=2", "--no-progress"])
+    record = json.loads((tmp_path / "out" / "suite.json").read_text())
+    assert record["train"]["evals_per_epoch"] == 2
+    assert "--set train.evals_per_epoch=2" in (tmp_path / "out" / "machine.json").read_text()
+    with pytest.raises(SystemExit) as e:  # the same folder under the suite's own schedule is refused
+        main(["benchmark", path, "--out", out, "--seeds", "2", "--no-progress"])
+    assert e.value.code == 2
+
+
 def test_a_changed_model_default_is_caught_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite names no HEF settings, so before the resolved config was recorded a change of HEF's own
     defaults let a resumed folder mix old and new HEF runs under one name."""

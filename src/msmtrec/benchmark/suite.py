@@ -110,6 +110,24 @@ class Suite:
                 return e
         raise ConfigError(f"{self.origin}: no model entry named {name!r}")
 
+    def with_train(self, overrides: dict[str, Any]) -> Suite:
+        """This suite with ``train:`` settings changed for every model (``msmtrec benchmark --set
+        train.KEY=VALUE``), values typed and checked as :class:`TrainConfig` fields.
+
+        Why only ``train.``: the schedule is the same for every model, so changing it keeps the comparison fair;
+        the budget and the model sizes are the suite's, and a changed one belongs in a suite file of its own.
+        The results folder records the changed schedule, so a resume under another one is refused."""
+        from msmtrec.training.config import TrainConfig
+
+        bad = sorted(k for k in overrides if not k.startswith("train."))
+        if bad:
+            raise ConfigError(f"benchmark --set: {bad} — only train.KEY=VALUE can be set (the same for every "
+                              "model); write a suite file to change the budget or a model's sizes")
+        plain = {k.removeprefix("train."): v for k, v in overrides.items()}
+        typed = build_config(TrainConfig, {**self.train, **plain}, where="benchmark --set")
+        train = {**self.train, **{k: getattr(typed, k) for k in plain}}
+        return dataclasses.replace(self, train=train)
+
     def quick_version(self) -> Suite:
         """The CI-sized suite: fewer rows and epochs, one seed, and the listed models only."""
         q = dict(self.quick)

@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 
 from msmtrec.cli.options import threads_option
+from msmtrec.config import parse_set_options
 from msmtrec.errors import ConfigError, MsmtrecError
 
 
@@ -47,6 +48,10 @@ def register(app: typer.Typer) -> None:
             None, "--rerun", help="Comma-separated variants whose results (and tuning studies) in OUT are dropped "
             "first, so they run again (after a change to the model); the other variants' results are kept."
         ),
+        set_: list[str] | None = typer.Option(
+            None, "--set", help="Change the suite's schedule for every model: train.KEY=VALUE (repeatable), e.g. "
+            "--set train.evals_per_epoch=4 --set train.patience=4; recorded in OUT, so use a fresh --out."
+        ),
     ) -> None:
         """Run a benchmark suite and write results.csv, summary/seesaw/ablation/cost Markdown and PNG plots."""
         from msmtrec.benchmark import load_suite, run_suite, write_reports
@@ -54,6 +59,8 @@ def register(app: typer.Typer) -> None:
         spec = load_suite(suite)
         if quick:
             spec = spec.quick_version()
+        if set_:
+            spec = spec.with_train(parse_set_options(set_))
         keep: list[str] | None = None
         if models:
             keep = [m.strip() for m in models.split(",") if m.strip()]
@@ -86,6 +93,7 @@ def register(app: typer.Typer) -> None:
             args += (["--jobs", str(jobs)] if jobs != 1 else []) + (["--threads", str(threads)] if threads != 1 else [])
             args += ["--models", models] if models else []
             args += ["--tuned", "--trials", str(trials)] if tuned else []
+            args += [a for item in set_ or [] for a in ("--set", item)]
             command = "msmtrec benchmark " + " ".join(shlex.quote(a) for a in args)
             if tuned:
                 from msmtrec.benchmark.tune import tuned_suite
