@@ -523,7 +523,7 @@ def ablation_md(res: Results) -> str:
         ref = auc.xs(FLAGSHIP, level="model")[("avg", "")] if FLAGSHIP in variants else None
         for v in variants:
             a = auc.xs(v, level="model")[("avg", "")]
-            row: list[object] = [v, res.entries.get(v, {}).get("switch") or "full model"]
+            row: list[object] = [v, res.entries.get(v, {}).get("switch") or "default config"]
             row.append(int(runs.loc[v, "params"]) if v in runs.index else None)
             row.append(fmt_pm(a.mean(), a.std(ddof=1) if len(a) > 1 else 0.0))
             if ref is not None and v != FLAGSHIP:
