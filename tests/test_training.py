@@ -234,6 +234,9 @@ def test_evals_per_epoch_validates_inside_each_epoch(data) -> None:  # noqa: ANN
     assert all(a < b for a, b in zip(seen, seen[1:], strict=False))  # evenly spread passes, in order
     assert all(0 < s < 1 for s in seen[:3]) and all(1 < s < 2 for s in seen[4:7])
     assert result.kept_at == seen[result.best_epoch] and result.epochs == 2
+    line = Trainer._epoch_line(result.history[0], False, 2)
+    assert line.startswith(f"epoch {seen[0]:.2f}/2:") and Trainer._epoch_line(result.history[3], False, 2).startswith(
+        "epoch 1/2:")
 
 
 def test_patience_counts_validation_passes_so_training_can_stop_inside_an_epoch(data) -> None:  # noqa: ANN001

@@ -585,7 +585,9 @@ class Trainer:
         mon_s = "-" if mon is None else f"{mon:.4f}"
         of = f"/{max_epochs}" if max_epochs else ""
         rate = f" | {speed:,.0f} samples/s" if speed > 0 else ""
-        return f"epoch {row['epoch']}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
+        seen = row["epoch"]
+        seen_s = str(seen) if float(seen).is_integer() else f"{seen:.2f}"  # 2.25: a pass inside the third epoch
+        return f"epoch {seen_s}{of}: train loss {losses} | valid monitor {mon_s}{mark}{rate}"
 
 
 def _validation_marks(n_batches: int, evals_per_epoch: int) -> frozenset[int]:
