@@ -328,6 +328,12 @@ def test_a_changed_model_default_is_caught_on_resume(tmp_path: Path, monkeypatch
     (out / "suite.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match=r"'hef' changed .*levels: 3 → 2.*--rerun hef"):
         check_resume(out, suite_record(suite))
+    # a setting added to HEF since the folder was written (ADDED_LATER, recorded value = what it trained with)
+    # is not a change: the folder resumes without re-running HEF
+    record["entries"]["hef"]["resolved"]["levels"] = 2
+    del record["entries"]["hef"]["resolved"]["embedding_gate"]
+    (out / "suite.json").write_text(json.dumps(record))
+    check_resume(out, suite_record(suite))
     check_resume(out, suite_record(suite), ["mmoe"])  # only the variants about to run are compared
 
 

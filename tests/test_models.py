@@ -185,11 +185,13 @@ def _param_shapes(model: MultiTaskModel) -> dict[str, tuple[int, ...]]:
         ("scenario_experts", 0, r"\.scenario_experts\.|\.within\.scenario\.|\.scenario_gate\."),
         ("task_experts", 0, r"\.task_experts\.|\.within\.task\."),
         ("mixing", "uniform", r"^mixing\."),
+        ("embedding_gate", False, r"^embedding_gate\."),
     ],
 )
 def test_hef_switch_removes_exactly_its_parameters(switch: str, value: object, pattern: str) -> None:
     schema = SCHEMAS["default"]
-    every_part = {"attention": True, "scenario_experts": 1, "task_experts": 1, "mixing": "learned"}  # default: off
+    every_part = {"attention": True, "scenario_experts": 1, "task_experts": 1, "mixing": "learned",  # default: off
+                  "embedding_gate": True}
     full = _param_shapes(_build("hef", schema, every_part))
     ablated = _param_shapes(_build("hef", schema, {**every_part, switch: value}))
     removed = set(full) - set(ablated)

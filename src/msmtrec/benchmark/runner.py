@@ -46,6 +46,7 @@ from msmtrec.benchmark.stats import cell_auc_cis
 from msmtrec.benchmark.suite import DatasetEntry, ModelEntry, Suite, changed_settings, resolved_model_config
 from msmtrec.data.pipeline import PreparedData, prepare_dataset
 from msmtrec.errors import ConfigError
+from msmtrec.models.base import complete_saved_config, registered_models
 from msmtrec.tasks import kind_of
 
 RESULT_COLUMNS = ("dataset", "model", "kind", "base_model", "seed", "scenario", "task", "metric", "value")
@@ -344,6 +345,9 @@ def _changed_settings(prev: dict[str, Any], entry: dict[str, Any]) -> str:
     if plain:
         return "recorded " + plain
     old, new = prev.get("resolved"), entry.get("resolved")
+    if old is not None and entry.get("kind") != "peer" and entry.get("model") in registered_models():
+        # a setting added to the model since (ADDED_LATER) was trained with its recorded value, not a change
+        old = complete_saved_config(entry["model"], old)
     diffs = changed_settings(old, new) if old is not None and new is not None else ""
     return "model config " + diffs if diffs else ""
 

@@ -38,6 +38,7 @@ from msmtrec.layers import (
     BalancedMixing,
     FieldEmbedding,
     FieldSelfAttention,
+    GateNU,
     GroupedExtractionLayer,
     StarNetwork,
     TaskHeads,
@@ -61,6 +62,13 @@ class HEFConfig(ModelConfig):
     attention_norm: bool = False
     """LayerNorm on the field tokens before the query/key projections, so the scores are unit-scale at
     initialisation instead of ~1e-4 (uniform attention, docs/hef.md section 2). Tested option, see section 4."""
+    embedding_gate: bool = False
+    """EPNet's gate (PEPNet, Chang et al., KDD 2023) in front of everything: a gate unit on ``scenario
+    embedding ⊕ stop_gradient(field embeddings)`` scales each field's embedding by a factor in (0, 2), so the
+    scenario can re-weight the fields before the base sees them (PEPNet led both Census suites). Tested
+    option (docs/hef.md section 7)."""
+    embedding_gate_hidden: int = 32
+    """Hidden size of the embedding gate unit."""
     star: bool = True
     """PN + scenario weights in the base, and the auxiliary scenario network (off → plain shared MLP base)."""
     star_dims: tuple[int, ...] = (128, 64)
@@ -116,6 +124,7 @@ class HEFConfig(ModelConfig):
 
     ADDED_LATER: ClassVar[dict[str, Any]] = {
         "attention_norm": False, "gate_balance": False, "expert_dropout": None, "base_skip": "none",
+        "embedding_gate": False, "embedding_gate_hidden": 32,
     }
     """Runs saved before these settings existed were trained with these values (``base_skip``: no skip)."""
 
@@ -188,6 +197,9 @@ class HEF(MultiTaskModel):
         self.base = StarNetwork(in_dim, c.star_dims, n_scen, c.dropout, star=c.star)
         self.scenario_embedding = nn.Embedding(n_scen, c.scenario_dim)
         nn.init.normal_(self.scenario_embedding.weight, std=0.1)
+        self.embedding_gate = (
+            GateNU(c.scenario_dim + in_dim, schema.num_fields, c.embedding_gate_hidden) if c.embedding_gate else None
+        )
         dims = tuple(c.expert_dims)
         self.extraction = nn.ModuleList(
             GroupedExtractionLayer(
@@ -229,12 +241,17 @@ class HEF(MultiTaskModel):
         tokens = self.embedding(batch)
         info: dict[str, torch.Tensor] = {}
         raw_flat = tokens.flatten(1)
+        context = self.scenario_embedding(scenario)
+        if self.embedding_gate is not None:  # the gate reads the embeddings but does not reshape them
+            field_gate = self.embedding_gate(torch.cat([context, raw_flat.detach()], dim=1))  # [B, F]
+            tokens = tokens * field_gate.unsqueeze(-1)
+            if details:
+                info["epnet"] = field_gate
         if self.attention is not None:
             tokens, attn = self.attention(tokens)
             if details:
                 info["attention"] = attn
         h = self.base(tokens.flatten(1), scenario)
-        context = self.scenario_embedding(scenario)
         n_tasks = len(self.task_names)
         task_in: list[torch.Tensor] = [h] * n_tasks
         shared_in, scenario_in = h, h
