@@ -133,6 +133,25 @@ def test_a_study_does_not_resume_across_a_changed_model_default(tmp_path: Path) 
         tune(target, 2, tmp_path)
 
 
+@needs_data
+def test_a_study_resumes_across_a_setting_added_since(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting added to a model after a study was recorded (listed in ``ADDED_LATER`` with the value the old
+    model had) is not another model: the study resumes instead of demanding a re-run."""
+    import json
+
+    from msmtrec.models.base import model_class
+
+    target = resolve_target("hillstrom", "single_task", quick=True)
+    target.train = {**target.train, "max_epochs": 1}
+    tune(target, 1, tmp_path)
+    record = json.loads((tmp_path / "tune.json").read_text())
+    config = model_class("single_task").Config
+    monkeypatch.setattr(config, "ADDED_LATER", {"bottom_dims": record["resolved_base"]["bottom_dims"]})
+    del record["resolved_base"]["bottom_dims"]  # as if written before the setting existed
+    (tmp_path / "tune.json").write_text(json.dumps(record))
+    assert tune(target, 2, tmp_path).model_config is not None  # resumed: no ConfigError
+
+
 # ------------------------------------------------------------------------------------ tuned benchmark
 
 

@@ -41,7 +41,7 @@ from msmtrec.benchmark.suite import (
 )
 from msmtrec.config import build_config
 from msmtrec.errors import ConfigError
-from msmtrec.models.base import Param, model_class, registered_models
+from msmtrec.models.base import Param, complete_saved_config, model_class, registered_models
 
 SPEC_TRAIN = {"max_epochs": 50, "patience": 3, "monitor": SUITE_MONITOR}
 """The schedule used when tuning against a bare dataset spec (a suite brings its own ``train:``)."""
@@ -251,6 +251,8 @@ def tune(
             if old.get(key) != record.get(key):
                 raise ConfigError(f"{out} holds a study with a different {key!r}; use another --out or delete it")
         recorded = old.get("resolved_base")
+        if recorded is not None:  # a setting added to the model since was trained with its ADDED_LATER value
+            recorded = complete_saved_config(target.model, recorded)
         changed = changed_settings(recorded, record["resolved_base"]) if recorded is not None else ""
         if changed:  # studies recorded before ``resolved_base`` existed have none and resume as before
             raise ConfigError(f"{out} holds a study of {target.model} with other defaults ({changed}); its trials "
