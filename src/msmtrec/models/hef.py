@@ -147,6 +147,8 @@ class HEF(MultiTaskModel):
                      {"scenario_experts": 1, "task_experts": 1, "mixing": "learned"}),
             Ablation("hef-gated-skip", "base_skip: gated (towers read the STAR base and gated extraction)",
                      {"base_skip": "gated"}),
+            Ablation("hef-embedding-gate", "embedding_gate: on (EPNet's per-field scales from the scenario)",
+                     {"embedding_gate": True}),
         ]
 
     @classmethod
