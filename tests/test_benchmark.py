@@ -43,7 +43,8 @@ def test_shipped_suites_load_with_all_models_and_ablations() -> None:
         assert {"hef", "single_task", "shared_bottom", "mmoe", "ple", "star", "esmm", "m3oe", "pepnet",
                 "hinet"} <= ours
         switches = {k for e in suite.entries if e.kind == "ablation" for k in e.config if k not in suite.budget}
-        assert switches == {"attention", "star", "levels", "scenario_experts", "task_experts", "mixing", "base_skip"}
+        assert switches == {"attention", "star", "levels", "scenario_experts", "task_experts", "mixing", "base_skip",
+                            "embedding_gate"}
         # the budget is forced on every entry, so no model gets a different embedding size
         assert {e.config["embed_dim"] for e in suite.entries} == {suite.budget["embed_dim"]}
         peers = [e for e in suite.entries if e.kind == "peer"]
