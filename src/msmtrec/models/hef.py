@@ -225,7 +225,7 @@ class HEF(MultiTaskModel):
             mode=c.mixing,
             input_dim=self.base.out_dim if c.mixing_input else 0,
         )
-        self.mixes_groups = (c.scenario_experts > 0) + (c.task_experts > 0) > 0
+        self.mixes_groups = c.scenario_experts > 0 or c.task_experts > 0
         """Whether the last level has more than the shared group to mix; with shared experts alone every mixing
         weight is 1, so ``explain`` leaves the ``mixing/`` keys out rather than report a constant."""
         self.aux = AuxiliaryNetwork(in_dim, n_scen, n_tasks, c.scenario_dim, c.aux_dims, c.dropout) if c.star else None

@@ -163,7 +163,7 @@ class FitResult:
     def kept_at(self) -> float:
         """Epochs of data seen when the kept weights were validated, 1-based as printed and in history.csv
         (3 = end of the third epoch; 2.5 = half-way through it with ``evals_per_epoch`` 2)."""
-        return self.history[self.best_epoch]["epoch"] if self.history else float(self.best_epoch + 1)
+        return self.history[self.best_epoch]["epoch"]  # fit validates at least once
 
 
 @dataclass
@@ -280,6 +280,7 @@ class Trainer:
         cfg, ctx = self.config, self.ctx
         schema = model.schema
         train, batch_size = self._local_train(train_full)
+        n_batches = train.num_batches(batch_size)
         sw = scenario_weights(None, schema.num_scenarios, cfg.scenario_weighting, _scenario_counts(train_full, schema))
         weights = cfg.task_weight_vector(schema.task_names, [t.weight for t in schema.tasks])
         cfg.check_sampling(list(schema.tasks))
@@ -296,8 +297,8 @@ class Trainer:
         run = _Fit(
             model=model, loss=loss, module=module, wrapped=wrapped, optimizer=optimizer, balancer=balancer,
             tracker=tracker, gate_sample=gate_sample, train=train, valid=valid, batch_size=batch_size,
-            n_batches=train.num_batches(batch_size),
-            marks=_validation_marks(train.num_batches(batch_size), cfg.evals_per_epoch),
+            n_batches=n_batches,
+            marks=_validation_marks(n_batches, cfg.evals_per_epoch),
             base_lrs=[g["lr"] for g in optimizer.param_groups],  # before a resume loads scheduled rates
             scheduled=cfg.lr_schedule != "constant" or cfg.warmup_steps > 0,
             # running sums of [per-task loss..., total loss] × rows, and the rows, for this epoch on this rank
@@ -348,11 +349,12 @@ class Trainer:
                 post["samples/s"] = f"{bar_rows / max(time.perf_counter() - bar_start, 1e-9):,.0f}"
                 bar.set_postfix(post, refresh=False)
             bar.update(1)
-            if state.batch_in_epoch in run.marks:
+            validated = state.batch_in_epoch in run.marks
+            if validated:  # a pass inside the epoch; it writes its own checkpoint
                 self._validate(run, bar_rows / max(time.perf_counter() - bar_start, 1e-9), end_of_epoch=False)
                 if state.finished:
                     break
-            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0 and not validated:
                 self._checkpoint(run)
             if self.after_step is not None:
                 bar.close()
