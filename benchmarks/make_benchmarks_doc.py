@@ -9,13 +9,16 @@ kept fair) and ``doc/reading.md`` (what the numbers say). A per-dataset note can
 
 ``--publish DIR`` first copies each folder's small files (the four reports, ``machine.json``, ``suite.json``,
 ``notes.json``, ``tuned.json``, ``results.csv`` and each study's ``best.yaml`` / ``trials.csv`` / ``tune.json``)
-to ``DIR/<folder name>`` so they can be committed, then builds the page from those copies.
+to ``DIR/<folder name>`` so they can be committed, then builds the page from those copies; each folder's
+ranking figure (``avg_auc_<dataset>.png``) is copied to ``--figures`` (``docs/img``) and shown at the top of its
+dataset's section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -65,6 +68,21 @@ def publish(folder: Path, dest: Path) -> Path:
     return target
 
 
+def publish_figures(folder: Path, figures: Path) -> None:
+    """Copy the folder's ranking figures (one per dataset) where the page can show them."""
+    figures.mkdir(parents=True, exist_ok=True)
+    for png in sorted(folder.glob("avg_auc_*.png")):
+        shutil.copy2(png, figures / png.name)
+
+
+def figure_line(name: str, figures: Path, page: Path) -> str | None:
+    """Markdown for the dataset's ranking figure, relative to the page, or None if it was never published."""
+    png = figures / f"avg_auc_{name}.png"
+    if not png.exists():
+        return None
+    return f"![{name}: every model ranked by average test AUC, each seed a point]({os.path.relpath(png, page.parent)})"
+
+
 def machine_line(folder: Path) -> str:
     m = json.loads((folder / "machine.json").read_text())
     load = ", ".join(f"{v:.1f}" for v in m.get("load_average_at_start", []))
@@ -92,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     ap.add_argument("--note", action="append", default=[], help="DATASET=FILE: a hand-written note for it.")
     ap.add_argument("--publish", type=Path, default=None, help="Copy each folder's small files here first.")
+    ap.add_argument("--figures", type=Path, default=HERE.parent / "docs" / "img", help="Where ranking PNGs go.")
     ap.add_argument("--intro", type=Path, default=HERE / "doc" / "intro.md")
     ap.add_argument("--reading", type=Path, default=HERE / "doc" / "reading.md")
     args = ap.parse_args(argv)
     if args.publish is not None:
+        for folder in args.results:
+            publish_figures(folder, args.figures)
         args.results = [publish(f, args.publish) for f in args.results]
     notes = dict(item.split("=", 1) for item in args.note)
     parts = [args.intro.read_text().strip()]
@@ -107,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         name = dataset_name(folder)
         parts.append(f"## {name}\n\n{machine_line(folder)}")
+        figure = figure_line(name, args.figures, args.out)
+        if figure:
+            parts.append(figure)
         if name in notes:
             parts.append(Path(notes[name]).read_text().strip())
         for file, title in SECTIONS:

@@ -228,7 +228,31 @@ def test_explain_plots_draw_the_parts_the_runs_have_and_drop_stale_ones(tmp_path
 def test_write_reports_from_results_only(tmp_path: Path) -> None:
     written = write_reports(_fake_results(tmp_path))
     names = {p.name for p in written}
-    assert {"summary.md", "seesaw.md", "ablation.md", "cost.md", "auc_d.png", "transfer_d.png"} <= names
+    figures = {"auc_d.png", "transfer_d.png", "avg_auc_d.png"}
+    assert {"summary.md", "seesaw.md", "ablation.md", "cost.md", *figures} <= names
+
+
+def test_the_ranking_figure_orders_models_and_peers_by_mean_and_leaves_ablation_rows_out(tmp_path: Path) -> None:
+    """The overview figure ranks what a reader compares (models and torch-rechub rows), best mean first; an
+    ablation row, even the best-scoring one, belongs to ablation.md and must not enter the ranking."""
+    from msmtrec.benchmark.plots import average_auc_plot, ranked_averages
+
+    path = _fake_results(tmp_path) / "results.csv"
+    extra = []
+    for name, kind, value in (("hef-no-x", "ablation", 0.95), ("rechub-mmoe", "peer", 0.72)):
+        for seed in (0, 1):
+            for s in ("s0", "s1"):
+                extra.append(["d", name, kind, "hef", seed, s, "click", "auc", value + 0.01 * seed])
+            extra.append(["d", name, kind, "hef", seed, "all", "all", "best_epoch", 1])
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerows(extra)
+    res = load_results(tmp_path)
+    ranked = ranked_averages(res, "d")
+    per_seed = ranked["average over cells"]
+    assert list(per_seed.index[:2]) == ["hef", "rechub-mmoe"]  # mmoe and single_task tie at 0.70: either order
+    assert set(per_seed.index[2:]) == {"mmoe", "single_task"}
+    assert per_seed.loc["hef"].tolist() == pytest.approx([0.79, 0.80])
+    assert average_auc_plot(res, "d", tmp_path).read_bytes().startswith(PNG_MAGIC)
 
 
 # --------------------------------------------------------------------------------------------------- peer

@@ -1,6 +1,7 @@
 """PNG figures of a results folder (matplotlib, Agg backend so it runs headless in CI).
 
-Per dataset: ``auc_<ds>.png`` (AUC per scenario per model, error bars = std over seeds),
+Per dataset: ``avg_auc_<ds>.png`` (every model ranked by its average test AUC, each seed a point: the figure
+to look at first), ``auc_<ds>.png`` (AUC per scenario per model, error bars = std over seeds),
 ``transfer_<ds>.png`` (the change-vs-single-task heat map of ``seesaw.md``), and from HEF's ``explain``
 weights averaged over the test rows of each scenario (and over seeds): ``hef_mixing_<ds>.png`` (shared /
 scenario / task mixing weights per scenario and task), ``hef_gates_<ds>.png`` (every gate, scenario ×
@@ -14,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from msmtrec.benchmark.report import ALL, REFERENCE, Results, cell_values, summarise, transfer
+from msmtrec.benchmark.report import (
+    ALL,
+    FLAGSHIP,
+    REFERENCE,
+    WAVG,
+    Results,
+    cell_values,
+    summarise,
+    table_values,
+    transfer,
+)
 
 
 def _plt() -> Any:
@@ -30,7 +42,8 @@ def _plt() -> Any:
 def write_plots(res: Results, out: Path) -> list[Path]:
     written: list[Path] = []
     for ds in res.datasets:
-        written += [p for p in (auc_bars(res, ds, out), transfer_heatmap(res, ds, out)) if p]
+        figures = (average_auc_plot(res, ds, out), auc_bars(res, ds, out), transfer_heatmap(res, ds, out))
+        written += [p for p in figures if p]
         written += explain_plots(ds, out)
     return written
 
@@ -44,6 +57,57 @@ def text_color(rgba: Any) -> str:
     """Black or white, whichever reads better on a cell of colour ``rgba`` (relative luminance, WCAG)."""
     r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
+def ranked_averages(res: Results, ds: str) -> dict[str, pd.DataFrame]:
+    """Per-seed average test AUC of every model and peer (no ablation rows), one frame per average (``avg``
+    and, where the cells' positives are known, the positives-weighted one), rows ordered best mean first.
+
+    Ordering by test score is presentation only: nothing is chosen from it."""
+    df = res.of(ds)
+    models = res.models(ds, ("model", "peer"))
+    values = table_values(df[df["model"].isin(models)], "auc")
+    if values.empty:
+        return {}
+    ranked: dict[str, pd.DataFrame] = {}
+    for col, label in ((("avg", ""), "average over cells"), ((WAVG, ""), "positives-weighted average")):
+        if col not in values.columns:
+            continue
+        per_seed = values[col].dropna().unstack("seed")
+        order = per_seed.mean(axis=1).sort_values(ascending=False).index
+        ranked[label] = per_seed.loc[order]
+    return ranked
+
+
+def average_auc_plot(res: Results, ds: str, out: Path) -> Path | None:
+    """One row per model, best first: dot = mean over seeds, bar = ± std, small points = single seeds; the
+    flagship in red, torch-rechub rows in grey, a dashed line at the best mean. Each average gets a panel."""
+    ranked = ranked_averages(res, ds)
+    if not ranked:
+        return None
+    plt = _plt()
+    n = max(len(f) for f in ranked.values())
+    fig, axes = plt.subplots(1, len(ranked), figsize=(6 * len(ranked), 0.3 * n + 1.6), squeeze=False)
+    for ax, (label, per_seed) in zip(axes[0], ranked.items(), strict=True):
+        mean, std = per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1).fillna(0.0)
+        y = np.arange(len(per_seed))[::-1]
+        for yi, m in zip(y, per_seed.index, strict=True):
+            color = "tab:red" if m == FLAGSHIP else ("0.55" if res.kinds.get(m) == "peer" else "tab:blue")
+            seeds = per_seed.loc[m].dropna().to_numpy(dtype=float)
+            ax.scatter(seeds, np.full(len(seeds), yi), s=9, color=color, alpha=0.35, linewidths=0)
+            ax.errorbar(mean[m], yi, xerr=std[m], fmt="o", color=color, markersize=5, capsize=2)
+        ax.axvline(float(mean.iloc[0]), color="black", linestyle="--", linewidth=0.7)
+        ax.set_yticks(y, list(per_seed.index), fontsize=8)
+        ax.set_xlabel(f"test AUC, {label}")
+        ax.grid(axis="x", alpha=0.3)
+    seeds = max(f.shape[1] for f in ranked.values())
+    fig.suptitle(f"{ds}: models ranked by test AUC (up to {seeds} seed(s); dot = mean, bar = ± std, "
+                 f"points = seeds; red = {FLAGSHIP}, grey = torch-rechub)", fontsize=9)
+    fig.tight_layout()
+    path = out / f"avg_auc_{ds}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def auc_bars(res: Results, ds: str, out: Path) -> Path | None:
