@@ -47,3 +47,36 @@ def test_torchrun_two_processes_close_to_single(tmp_path: Path) -> None:
         assert (tmp_path / "ddp" / name).exists(), name
     history = (tmp_path / "ddp" / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + b["epochs"]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch without gloo")
+def test_shutdown_frees_a_ddp_wrapper_left_in_a_reference_cycle_before_destroying_the_group(tmp_path: Path) -> None:
+    """A DDP wrapper in a reference cycle outlives ``fit`` until the garbage collector runs; if that happens at
+    interpreter exit, gloo's reducer dies after its group and the rank aborts ("terminate called without an
+    active exception", exit -6: seen in ``test_torchrun_two_processes_close_to_single`` on a loaded host).
+    ``shutdown_distributed`` must free such wrappers while the group still exists."""
+    import gc
+    import weakref
+
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from msmtrec.training.distributed import shutdown_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    enabled = gc.isenabled()
+    gc.disable()  # only the shutdown may collect the cycle
+    try:
+        wrapper = DistributedDataParallel(torch.nn.Linear(2, 1))
+        wrapper.loss_out = wrapper(torch.ones(4, 2)).sum()  # keep the autograd graph; then close a cycle
+        wrapper.self_ref = wrapper
+        alive = weakref.ref(wrapper)
+        del wrapper
+        assert alive() is not None  # only a collection can free it now
+        shutdown_distributed()
+        assert alive() is None and not dist.is_initialized()
+    finally:
+        if enabled:
+            gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
