@@ -98,6 +98,7 @@ def average_auc_plot(res: Results, ds: str, out: Path) -> Path | None:
             ax.errorbar(mean[m], yi, xerr=std[m], fmt="o", color=color, markersize=5, capsize=2)
         ax.axvline(float(mean.iloc[0]), color="black", linestyle="--", linewidth=0.7)
         ax.set_yticks(y, list(per_seed.index), fontsize=8)
+        ax.locator_params(axis="x", nbins=5)  # close AUCs need 4-5 digits per tick: fewer ticks stay legible
         ax.set_xlabel(f"test AUC, {label}")
         ax.grid(axis="x", alpha=0.3)
     seeds = max(f.shape[1] for f in ranked.values())
