@@ -30,9 +30,10 @@ from torch import nn
 
 from msmtrec.data.sources import load_data
 from msmtrec.models import build_model
+from msmtrec.models.base import MultiTaskModel
 from msmtrec.training.config import TrainConfig
 from msmtrec.training.loss import MultiTaskLoss
-from msmtrec.training.trainer import TrainingModule, build_optimizer
+from msmtrec.training.trainer import TrainingModule, build_optimizer, embedding_parameters
 
 Step = Callable[[], None]
 
@@ -92,12 +93,10 @@ def model_step(
     return step
 
 
-def dense_parameters(model: nn.Module) -> int:
-    """Parameters outside embedding tables: the part a parameter budget compares (tables are shared)."""
-    tables = sum(
-        p.numel() for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag) for p in m.parameters()
-    )
-    return sum(p.numel() for p in model.parameters()) - tables
+def dense_parameters(model: MultiTaskModel) -> int:
+    """Parameters outside embedding tables (the trainer's own split of them): the part a parameter budget
+    compares, since every model shares the same tables."""
+    return model.num_parameters() - sum(p.numel() for p in embedding_parameters(model))
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
